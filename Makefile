@@ -1,0 +1,56 @@
+# kubetune: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed ## Create .venv with kubetune and the test tools
+
+example: venv ## Run the example trainable locally to its stop criterion
+	$(VENV)/bin/kubetune run examples.ray_class_trainable:MyTrainable --stop training_iteration=20 --checkpoint-frequency 5 --storage ./kubetune_results/example
+
+demo: venv ## The main job: build and start the local cluster, then run a TrainableJob on it
+	bash hack/demo.sh
+
+lint: venv ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+unit: venv ## Fast unit tests (no cluster)
+	$(VENV)/bin/pytest -q tests/unit
+
+e2e: venv cluster-up ## End-to-end tests on the real local cluster
+	$(VENV)/bin/pytest -q tests/e2e
+
+test: venv lint ## Everything CI runs: lint, unit tests, then the cluster and the end-to-end tests
+	$(VENV)/bin/pytest -q tests/unit
+	$(MAKE) cluster-up
+	$(VENV)/bin/pytest -q tests/e2e
+
+cluster-build: ## Build the control plane, etcd and the S3 server (cached per version)
+	bash localcluster/build.sh all
+
+cluster-up: venv ## Start the local cluster (builds what is missing); idempotent
+	$(PY) -m localcluster up
+
+cluster-down: ## Stop the local cluster and remove its state
+	@if [ -x $(PY) ]; then $(PY) -m localcluster down; else echo "no .venv: nothing to stop"; fi
+
+bench: venv ## Loop overhead beside Ray (installs the bench extra)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) bench/loop_overhead.py
+
+.PHONY: help venv example demo lint unit e2e test cluster-build cluster-up cluster-down bench

@@ -1,0 +1,146 @@
+"""The one module that talks to the Kubernetes API (through the official client).
+
+Everything else in the operator decides; this module only reads and writes.
+Calls are synchronous: kopf runs sync handlers in its thread pool.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from kubetune_operator.model import API_GROUP, API_VERSION, KIND, LABEL_JOB_UID, PLURAL
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_api: kubernetes.client.ApiClient | None = None
+
+
+class Conflict(Exception):
+    """The job changed since it was read: decide again from a fresh read."""
+
+
+def api() -> kubernetes.client.ApiClient:
+    global _api
+    with _lock:
+        if _api is None:
+            try:
+                kubernetes.config.load_incluster_config()
+            except kubernetes.config.ConfigException:
+                kubernetes.config.load_kube_config()
+            _api = kubernetes.client.ApiClient()
+        return _api
+
+
+def _raw(response: Any) -> Any:
+    return json.loads(response.data)
+
+
+def get_job(namespace: str, name: str) -> dict[str, Any] | None:
+    objects = kubernetes.client.CustomObjectsApi(api())
+    try:
+        return _raw(
+            objects.get_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, PLURAL, name, _preload_content=False
+            )
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def list_job_pods(namespace: str, job_uid: str) -> list[dict[str, Any]]:
+    core = kubernetes.client.CoreV1Api(api())
+    response = core.list_namespaced_pod(
+        namespace, label_selector=f"{LABEL_JOB_UID}={job_uid}", _preload_content=False
+    )
+    return list(_raw(response).get("items") or [])
+
+
+def replace_status(body: dict[str, Any], status: dict[str, Any]) -> None:
+    """Write status in one call, guarded by the resourceVersion that was read, so
+    a decision made from a stale read is never written."""
+    meta = body["metadata"]
+    new_body = dict(body)
+    new_body["status"] = status
+    objects = kubernetes.client.CustomObjectsApi(api())
+    try:
+        objects.replace_namespaced_custom_object_status(
+            API_GROUP, API_VERSION, meta["namespace"], PLURAL, meta["name"], new_body
+        )
+    except ApiException as exc:
+        if exc.status in (404, 409):
+            raise Conflict(f"{meta['namespace']}/{meta['name']} changed: {exc.reason}") from exc
+        raise
+
+
+def create_pod(namespace: str, pod: dict[str, Any]) -> bool:
+    """True when created; an existing pod of that name counts as success (idempotent)."""
+    core = kubernetes.client.CoreV1Api(api())
+    try:
+        core.create_namespaced_pod(namespace, pod)
+        return True
+    except ApiException as exc:
+        if exc.status == 409:
+            return False
+        raise
+
+
+def delete_pod(namespace: str, name: str) -> None:
+    """Graceful delete: the node sends SIGTERM and waits the pod's grace period."""
+    core = kubernetes.client.CoreV1Api(api())
+    try:
+        core.delete_namespaced_pod(name, namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def read_secret(namespace: str, name: str) -> dict[str, str] | None:
+    core = kubernetes.client.CoreV1Api(api())
+    try:
+        secret = _raw(core.read_namespaced_secret(name, namespace, _preload_content=False))
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
+def post_event(body: dict[str, Any], etype: str, reason: str, message: str) -> None:
+    """A core/v1 Event on the job; losing one is logged, never fatal."""
+    meta = body["metadata"]
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = {
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": KIND,
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "type": etype,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": "kubetune-operator"},
+        "reportingComponent": "kubetune-operator",
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    core = kubernetes.client.CoreV1Api(api())
+    try:
+        core.create_namespaced_event(meta["namespace"], event)
+    except ApiException as exc:
+        log.warning("could not post event %s on %s: %s", reason, meta["name"], exc.reason)

@@ -1,0 +1,151 @@
+"""Builds the worker pod of a TrainableJob attempt.
+
+Pure: reads no environment, clock or API; everything it needs is in its
+arguments, so the same job and settings always give the same pod.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from kubetune.protocol import TERMINATION_MESSAGE_PATH, WORKER_SPEC_ENV, WorkerSpec
+from kubetune_operator.model import (
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    LABEL_ATTEMPT,
+    LABEL_JOB,
+    LABEL_JOB_UID,
+    WORKER_CONTAINER,
+    JobView,
+    worker_pod_name,
+)
+
+# Names of the environment variables the operator owns in the worker container:
+# a template may not override them, or the worker would run another job's settings.
+_SECRET_ENV = (
+    ("AWS_ACCESS_KEY_ID", False),
+    ("AWS_SECRET_ACCESS_KEY", False),
+    ("AWS_SESSION_TOKEN", True),
+    ("AWS_DEFAULT_REGION", True),
+)
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    default_image: str = "kubetune:0.1.0"
+    # Long enough for a worker to finish its step and upload a checkpoint after
+    # SIGTERM; a template's own terminationGracePeriodSeconds wins.
+    termination_grace_seconds: int = 120
+    command: tuple[str, ...] = ("kubetune-worker",)
+
+
+def build_worker_spec(job: JobView) -> WorkerSpec:
+    storage = job.storage
+    return WorkerSpec(
+        trainable=job.spec["trainable"],
+        run_uri=job.run_uri,
+        run_id=job.uid,
+        config=dict(job.spec.get("config") or {}),
+        stop=dict(job.spec.get("stop") or {}),
+        checkpoint=dict(job.spec.get("checkpoint") or {}),
+        restore_from=job.spec.get("restoreFrom"),
+        endpoint_url=storage.get("endpointURL"),
+    )
+
+
+def _owner_reference(job: JobView) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "name": job.name,
+        "uid": job.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _worker_env(job: JobView) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": WORKER_SPEC_ENV, "value": build_worker_spec(job).to_env()},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    storage = job.storage
+    if storage.get("endpointURL"):
+        env.append({"name": "AWS_ENDPOINT_URL", "value": storage["endpointURL"]})
+    secret = (storage.get("secretRef") or {}).get("name")
+    if secret:
+        for key, optional in _SECRET_ENV:
+            ref = {"name": secret, "key": key, "optional": optional}
+            env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+    return env
+
+
+def _merge_worker_container(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """The template's `worker` container adds to ours; what the operator owns stays ours."""
+    merged = copy.deepcopy(theirs)
+    owned_env = {e["name"] for e in ours["env"]}
+    extra_env = [e for e in theirs.get("env") or [] if e["name"] not in owned_env]
+    merged_env = list(ours["env"]) + extra_env
+    merged.update({k: v for k, v in ours.items() if k not in ("env", "resources")})
+    merged["env"] = merged_env
+    merged["resources"] = ours.get("resources") or theirs.get("resources") or {}
+    return merged
+
+
+def build_worker_pod(job: JobView, attempt: int, settings: PodSettings) -> dict[str, Any]:
+    """The pod for one attempt of a job: deterministic name, owned by the job."""
+    template = copy.deepcopy(job.spec.get("template") or {})
+    tmeta = template.get("metadata") or {}
+    tspec = template.get("spec") or {}
+
+    container: dict[str, Any] = {
+        "name": WORKER_CONTAINER,
+        "image": job.spec.get("image") or settings.default_image,
+        "command": list(settings.command),
+        "env": _worker_env(job),
+        "resources": copy.deepcopy(job.spec.get("resources") or {}),
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    containers = []
+    for c in tspec.get("containers") or []:
+        if c.get("name") == WORKER_CONTAINER:
+            container = _merge_worker_container(container, c)
+        else:
+            containers.append(c)  # sidecars ride along unchanged
+    containers.insert(0, container)
+
+    labels = dict(tmeta.get("labels") or {})
+    labels.update(
+        {
+            LABEL_JOB: job.name,
+            LABEL_JOB_UID: job.uid,
+            LABEL_ATTEMPT: str(attempt),
+            "app.kubernetes.io/name": "kubetune",
+            "app.kubernetes.io/component": "worker",
+            "app.kubernetes.io/managed-by": "kubetune-operator",
+        }
+    )
+    spec = {k: v for k, v in tspec.items() if k != "containers"}
+    spec["containers"] = containers
+    # The operator restarts failed workers itself, from the latest checkpoint.
+    spec["restartPolicy"] = "Never"
+    # Least privilege: the worker talks to S3, never to the Kubernetes API.
+    spec.setdefault("automountServiceAccountToken", False)
+    spec.setdefault("terminationGracePeriodSeconds", settings.termination_grace_seconds)
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": worker_pod_name(job.name, attempt),
+            "namespace": job.namespace,
+            "labels": labels,
+            "annotations": dict(tmeta.get("annotations") or {}),
+            "ownerReferences": [_owner_reference(job)],
+        },
+        "spec": spec,
+    }

@@ -1,0 +1,336 @@
+"""The one state machine of a TrainableJob.
+
+`compute_decision(job, pods, progress, now)` maps what the operator observed to
+the job's next status and the few actions that make the world match it
+(create the worker pod, delete pods, post events). It is pure: the handler
+does the reading before and the writing after, and writes status once.
+
+Invariants (each test-covered in tests/unit/test_statemachine.py):
+- at most one worker pod per job exists at a time: a new attempt's pod is only
+  created once every older pod of the job is gone;
+- a pod's name is recorded in status (`workerPod`) before the pod is created;
+- each ended attempt is counted once, as a failure or a preemption, in the
+  same status write that moves `workerPod` to the next attempt;
+- a terminal phase is never left.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from kubetune.protocol import EXIT_REASONS, EXIT_STOPPED, HOPELESS_EXIT_CODES
+from kubetune_operator.conditions import condition_is_true, set_condition
+from kubetune_operator.model import (
+    Cond,
+    JobView,
+    Phase,
+    PodView,
+    Progress,
+    Reason,
+    is_terminal,
+    worker_pod_name,
+)
+
+MAX_RESULT_KEYS = 30
+MAX_RESULT_STRING = 256
+MAX_CHECKPOINTS = 10
+
+
+@dataclass
+class Decision:
+    status: dict[str, Any]
+    create_pod: str | None = None  # name of the pod to create (already recorded in status)
+    delete_pods: list[str] = field(default_factory=list)
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+
+
+def rfc3339(now: datetime) -> str:
+    return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
+def cap_result(result: dict[str, Any]) -> dict[str, Any]:
+    """Scalars only and bounded, so status stays small whatever a trainable reports."""
+    capped: dict[str, Any] = {}
+    for key, value in result.items():
+        if len(capped) >= MAX_RESULT_KEYS:
+            break
+        if isinstance(value, bool) or value is None or isinstance(value, int | float):
+            if isinstance(value, float) and value != value:  # NaN is not valid JSON
+                value = None
+            capped[str(key)[:MAX_RESULT_STRING]] = value
+        elif isinstance(value, str):
+            capped[str(key)[:MAX_RESULT_STRING]] = value[:MAX_RESULT_STRING]
+    return capped
+
+
+def needs_restore_check(job: JobView, progress: Progress | None) -> bool:
+    """restoreFrom is checked once, before the first pod starts, unless the job
+    already has checkpoints of its own (then the worker resumes from those)."""
+    return bool(
+        job.spec.get("restoreFrom")
+        and not job.status.get("restoredFrom")
+        and not job.status.get("workerPod")
+        and not (progress and progress.latest_checkpoint)
+        and not is_terminal(job.status.get("phase"))
+    )
+
+
+class _Builder:
+    """Accumulates one reconcile's status changes, conditions and events."""
+
+    def __init__(self, job: JobView, now: datetime):
+        self.job = job
+        self.now = rfc3339(now)
+        self.st: dict[str, Any] = copy.deepcopy(job.status)
+        self.decision = Decision(status=self.st)
+        st = self.st
+        st.setdefault("failures", 0)
+        st.setdefault("preemptions", 0)
+        st.setdefault("attempt", 0)
+        if not st.get("conditions"):
+            st["conditions"] = []
+            self.cond(Cond.RUNNING, "Unknown", Reason.INITIALIZING, "the job was just created")
+            self.cond(Cond.SUSPENDED, "False", Reason.NOT_SUSPENDED, "")
+            self.cond(Cond.CHECKPOINTED, "False", Reason.NO_CHECKPOINT, "no checkpoint yet")
+            for ctype in (Cond.COMPLETE, Cond.FAILED, Cond.FINISHED):
+                self.cond(ctype, "False", Reason.NOT_FINISHED, "")
+        st["observedGeneration"] = job.generation
+
+    def cond(self, ctype: str, status: str, reason: str, message: str) -> None:
+        self.st["conditions"] = set_condition(
+            self.st["conditions"],
+            ctype,
+            status,
+            reason,
+            message,
+            generation=self.job.generation,
+            now=self.now,
+        )
+
+    def event(self, etype: str, reason: str, message: str) -> None:
+        self.decision.events.append((etype, reason, message))
+
+    def phase(self, phase: Phase, reason: str, message: str) -> None:
+        changed = self.st.get("phase") != phase.value
+        self.st["phase"] = phase.value
+        running = phase is Phase.RUNNING
+        self.cond(Cond.RUNNING, "True" if running else "False", reason, message)
+        if phase is Phase.SUSPENDED:
+            self.cond(Cond.SUSPENDED, "True", reason, message)
+        elif not condition_is_true(self.st["conditions"], Cond.SUSPENDED) or phase in (
+            Phase.PENDING,
+            Phase.RUNNING,
+            Phase.RESTARTING,
+        ):
+            self.cond(Cond.SUSPENDED, "False", Reason.NOT_SUSPENDED, "")
+        if changed:
+            warning = phase in (Phase.FAILED, Phase.RESTARTING)
+            self.event("Warning" if warning else "Normal", reason, message)
+
+    def finish(self, succeeded: bool, reason: str, message: str) -> None:
+        self.phase(Phase.SUCCEEDED if succeeded else Phase.FAILED, reason, message)
+        self.cond(Cond.COMPLETE if succeeded else Cond.FAILED, "True", reason, message)
+        self.cond(Cond.FINISHED, "True", Reason.SUCCEEDED if succeeded else Reason.FAILED, message)
+        self.st.setdefault("completionTime", self.now)
+
+    def next_attempt(self) -> None:
+        self.st["attempt"] = int(self.st.get("attempt") or 0) + 1
+        self.st["workerPod"] = worker_pod_name(self.job.name, self.st["attempt"])
+        self.st.pop("workerPodUID", None)
+        self.st.pop("stoppingPod", None)
+
+
+def _apply_progress(b: _Builder, progress: Progress | None) -> None:
+    if progress is None or (progress.run_id and progress.run_id != b.job.uid):
+        return  # another run's file: never mix it into this job's status
+    st = b.st
+    st["iteration"] = progress.iteration
+    if progress.last_result:
+        st["lastResult"] = cap_result(progress.last_result)
+    if progress.latest_checkpoint:
+        before = (st.get("latestCheckpoint") or {}).get("path")
+        st["latestCheckpoint"] = progress.latest_checkpoint
+        latest = progress.latest_checkpoint
+        message = f"{latest.get('path')} (iteration {latest.get('iteration')})"
+        b.cond(Cond.CHECKPOINTED, "True", Reason.CHECKPOINT_COMMITTED, message)
+        if before != latest.get("path"):
+            b.event("Normal", Reason.CHECKPOINT_COMMITTED, message)
+    if progress.best_checkpoint:
+        st["bestCheckpoint"] = progress.best_checkpoint
+    if progress.checkpoints:
+        st["checkpoints"] = progress.checkpoints[-MAX_CHECKPOINTS:]
+
+
+def _describe_exit(pod: PodView) -> str:
+    text = f"worker pod {pod.name} exited with code {pod.exit_code}"
+    if pod.exit_reason and pod.exit_reason not in ("Error", "Completed"):
+        text += f" ({pod.exit_reason})"
+    if pod.exit_message:
+        text += f": {pod.exit_message.splitlines()[-1][:512]}"
+    return text
+
+
+def _deadline_passed(job: JobView, st: dict[str, Any], now: datetime) -> bool:
+    seconds = job.spec.get("activeDeadlineSeconds")
+    started = parse_rfc3339(st.get("startTime"))
+    return bool(seconds and started and (now - started).total_seconds() > float(seconds))
+
+
+def compute_decision(
+    job: JobView,
+    pods: list[PodView],
+    progress: Progress | None,
+    now: datetime,
+    restore_error: str | None = None,
+) -> Decision:
+    b = _Builder(job, now)
+    st, d = b.st, b.decision
+    _apply_progress(b, progress)
+
+    current = next((p for p in pods if p.name and p.name == st.get("workerPod")), None)
+    others = [p for p in pods if p is not current]
+    # Older attempts' pods go; the next pod waits until they are gone.
+    d.delete_pods.extend(p.name for p in others if not p.deleting)
+
+    if is_terminal(st.get("phase")):
+        if current is not None and not current.finished and not current.deleting:
+            d.delete_pods.append(current.name)  # a finished job leaves no running pod
+        return d
+
+    if restore_error:
+        b.finish(False, Reason.INVALID_CHECKPOINT, restore_error)
+        return d
+
+    if _deadline_passed(job, st, now) and not job.suspend:
+        if current is not None and not current.finished and not current.deleting:
+            d.delete_pods.append(current.name)  # SIGTERM: the worker still saves a checkpoint
+        seconds = job.spec.get("activeDeadlineSeconds")
+        b.finish(False, Reason.DEADLINE, f"the job ran longer than activeDeadlineSeconds={seconds}")
+        return d
+
+    if current is not None:
+        st["workerPodUID"] = current.uid
+        if current.finished:
+            _on_pod_finished(b, current, others)
+            return d
+
+    if job.suspend:
+        _suspend(b, current, others)
+        return d
+
+    if st.get("phase") == Phase.SUSPENDED.value:
+        b.event("Normal", Reason.RESUMED, "spec.suspend is false: resuming from its checkpoint")
+        st.pop("startTime", None)  # like a batch Job, the active deadline restarts on resume
+        st["workerPod"] = ""
+
+    if not st.get("workerPod"):
+        b.next_attempt()
+    if current is None:
+        if st.get("workerPodUID"):
+            # The pod we had seen is gone without us seeing it end. Unless we
+            # stopped it ourselves (a suspend undone before it ended), it was
+            # deleted from outside (eviction, node loss): a preemption, not a failure.
+            if st.get("stoppingPod") != st["workerPod"]:
+                st["preemptions"] += 1
+                b.event("Warning", Reason.PREEMPTED, f"worker pod {st['workerPod']} disappeared")
+            b.next_attempt()
+        restarting = st.get("phase") == Phase.RESTARTING.value
+        if others:
+            b.phase(
+                Phase.RESTARTING if restarting else Phase.PENDING,
+                Reason.RESTARTING if restarting else Reason.STARTING,
+                "waiting for the previous worker pod to go",
+            )
+            return d
+        d.create_pod = st["workerPod"]
+        st.setdefault("startTime", b.now)
+        if job.spec.get("restoreFrom") and not st.get("restoredFrom"):
+            st["restoredFrom"] = job.spec["restoreFrom"]
+        b.phase(
+            Phase.RESTARTING if restarting else Phase.PENDING,
+            Reason.RESTARTING if restarting else Reason.STARTING,
+            f"starting worker pod {st['workerPod']}",
+        )
+        return d
+
+    if current.deleting:
+        b.phase(Phase.RESTARTING, Reason.PREEMPTED, f"worker pod {current.name} is being deleted")
+    elif current.phase == "Running":
+        b.phase(Phase.RUNNING, Reason.RUNNING, f"worker pod {current.name} is running")
+    elif current.unschedulable_message:
+        b.phase(Phase.PENDING, Reason.UNSCHEDULABLE, current.unschedulable_message)
+    else:
+        b.phase(Phase.PENDING, Reason.STARTING, f"worker pod {current.name} is starting")
+    return d
+
+
+def _suspend(b: _Builder, current: PodView | None, others: list[PodView]) -> None:
+    st, d = b.st, b.decision
+    if current is not None:
+        if not current.deleting:
+            d.delete_pods.append(current.name)  # SIGTERM: checkpoint, then exit
+            st["stoppingPod"] = current.name
+        b.phase(Phase.SUSPENDING, Reason.SUSPENDING, "waiting for the worker to save a checkpoint")
+        return
+    if others:
+        b.phase(Phase.SUSPENDING, Reason.SUSPENDING, "waiting for the worker pod to go")
+        return
+    st["workerPod"] = ""
+    st.pop("workerPodUID", None)
+    st.pop("stoppingPod", None)
+    latest = st.get("latestCheckpoint") or {}
+    where = f" at {latest['path']}" if latest.get("path") else " (no checkpoint was saved yet)"
+    b.phase(Phase.SUSPENDED, Reason.SUSPENDED, f"suspended{where}")
+
+
+def _on_pod_finished(b: _Builder, pod: PodView, others: list[PodView]) -> None:
+    st, d, job = b.st, b.decision, b.job
+    code = pod.exit_code
+    if pod.phase == "Succeeded" or code == 0:
+        b.finish(True, Reason.SUCCEEDED, "the trainable reached its stop criterion")
+        return
+    if code in HOPELESS_EXIT_CODES:
+        reason = EXIT_REASONS.get(code or 0, Reason.FAILED)
+        b.finish(False, reason, pod.exit_message or _describe_exit(pod))
+        return
+    stopped = code == EXIT_STOPPED or pod.disrupted or pod.deleting
+    if job.suspend and stopped:
+        # Our own SIGTERM for a suspend: the pod is on its way out.
+        if not pod.deleting:
+            d.delete_pods.append(pod.name)
+        b.phase(Phase.SUSPENDING, Reason.SUSPENDING, "the worker saved its checkpoint and stopped")
+        return
+    if stopped and pod.name == st.get("stoppingPod"):
+        pass  # stopped for a suspend that was undone since: neither failure nor preemption
+    elif stopped:
+        st["preemptions"] += 1
+        why = pod.disruption_message or "stopped from outside the operator"
+        b.event("Warning", Reason.PREEMPTED, f"worker pod {pod.name} was preempted: {why}")
+    else:
+        st["failures"] += 1
+        limit = job.max_failures
+        if limit >= 0 and st["failures"] > limit:
+            b.finish(
+                False,
+                Reason.MAX_FAILURES,
+                f"{_describe_exit(pod)}; failed {st['failures']} times (maxFailures={limit})",
+            )
+            return
+        b.event("Warning", Reason.RESTARTING, f"{_describe_exit(pod)}; restarting from checkpoint")
+    if not pod.deleting:
+        d.delete_pods.append(pod.name)
+    if job.suspend:
+        st["workerPod"] = ""
+        b.phase(Phase.SUSPENDING, Reason.SUSPENDING, "waiting for the worker pod to go")
+        return
+    b.next_attempt()
+    b.phase(Phase.RESTARTING, Reason.RESTARTING, _describe_exit(pod))

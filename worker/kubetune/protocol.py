@@ -1,0 +1,93 @@
+"""The contract the worker and the operator both speak: exit codes, file names
+in the run folder, and how the operator hands a job to a worker pod.
+
+This module imports nothing but the standard library, so the operator can use
+it without pulling in the SDK's runtime, and the worker never imports the
+operator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# --- exit codes of `kubetune run` and of the worker pod -----------------------
+# The operator decides from these alone whether a pod's end is success, a
+# retryable failure, a hopeless input or a requested stop.
+EXIT_OK = 0  # stop criterion reached or the trainable said done
+EXIT_TRAINABLE_ERROR = 1  # user code raised in setup/step/save: retried up to maxFailures
+EXIT_USAGE = 2  # bad command line or worker settings
+EXIT_BAD_TRAINABLE = 3  # MODULE:ATTR does not import, or is neither a Trainable nor a function
+EXIT_BAD_CHECKPOINT = 4  # restore_from missing, incomplete, or fails to load
+EXIT_STORAGE = 5  # bucket missing, credentials refused, endpoint unreachable
+EXIT_RUN_CONFLICT = 6  # the run folder belongs to another run (a different uid)
+EXIT_STOPPED = 75  # stopped on request (SIGTERM) and a complete checkpoint was saved
+EXIT_STOP_UNSAVED = 76  # stopped on request but no checkpoint could be saved
+
+HOPELESS_EXIT_CODES = frozenset(
+    {EXIT_USAGE, EXIT_BAD_TRAINABLE, EXIT_BAD_CHECKPOINT, EXIT_STORAGE, EXIT_RUN_CONFLICT}
+)
+
+EXIT_REASONS = {
+    EXIT_OK: "Completed",
+    EXIT_TRAINABLE_ERROR: "TrainableError",
+    EXIT_USAGE: "InvalidSettings",
+    EXIT_BAD_TRAINABLE: "InvalidTrainable",
+    EXIT_BAD_CHECKPOINT: "InvalidCheckpoint",
+    EXIT_STORAGE: "StorageError",
+    EXIT_RUN_CONFLICT: "RunFolderConflict",
+    EXIT_STOPPED: "StoppedWithCheckpoint",
+    EXIT_STOP_UNSAVED: "StoppedWithoutCheckpoint",
+}
+
+# --- the run folder: <storage uri>/<namespace>/<name>/ -------------------------
+PARAMS_FILE = "params.json"
+RESULT_FILE = "result.json"
+CHECKPOINT_PREFIX = "checkpoint_"
+# Written last into a checkpoint folder; a checkpoint without it does not exist.
+CHECKPOINT_MANIFEST = ".kubetune-manifest.json"
+# Identity of the run that owns the folder (its uid), written before anything else.
+RUN_FILE = ".kubetune/run.json"
+# Overwritten by the worker as it goes: last result, latest/best/kept
+# checkpoints, state. The operator reads only this to fill the job's status.
+PROGRESS_FILE = ".kubetune/progress.json"
+
+# Where the worker writes its one-line reason on exit; the node agent (like the
+# kubelet) copies it into containerStatuses[].state.terminated.message.
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+
+
+def checkpoint_dirname(iteration: int) -> str:
+    return f"{CHECKPOINT_PREFIX}{iteration:06d}"
+
+
+# --- how the operator hands a job to the worker ------------------------------
+WORKER_SPEC_ENV = "KUBETUNE_WORKER_SPEC"
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a worker pod needs, carried in one JSON environment variable."""
+
+    trainable: str
+    run_uri: str  # the job's own folder: <storage.uri>/<namespace>/<name>
+    run_id: str  # the job's uid: guards the folder against another run
+    config: dict[str, Any] = field(default_factory=dict)
+    stop: dict[str, float] = field(default_factory=dict)
+    checkpoint: dict[str, Any] = field(default_factory=dict)  # frequency, atEnd, numToKeep, ...
+    restore_from: str | None = None
+    endpoint_url: str | None = None
+    max_failures: int = 0  # in-process retries; the operator restarts pods for the rest
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> WorkerSpec:
+        raw = (environ if environ is not None else os.environ).get(WORKER_SPEC_ENV)
+        if not raw:
+            raise ValueError(f"{WORKER_SPEC_ENV} is not set: the worker needs its job spec")
+        data = json.loads(raw)
+        return cls(**data)

@@ -1,0 +1,16 @@
+"""Storage backends behind one interface: a local folder (the default) and S3."""
+
+from kubetune.storage.base import Storage, StorageError
+
+__all__ = ["Storage", "StorageError", "open_storage"]
+
+
+def open_storage(uri: str, *, endpoint_url: str | None = None) -> Storage:
+    """A backend for uri: `s3://bucket/prefix` uses S3, anything else a local folder."""
+    if uri.startswith("s3://"):
+        from kubetune.storage.s3 import S3Storage
+
+        return S3Storage(uri, endpoint_url=endpoint_url)
+    from kubetune.storage.local import LocalStorage
+
+    return LocalStorage(uri)

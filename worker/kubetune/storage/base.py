@@ -1,0 +1,81 @@
+"""The one small interface every storage backend implements, so the same loop
+runs against a local folder on a laptop and against S3 in a pod.
+
+Paths given to a backend are relative to its root (the run folder), always with
+forward slashes. Checkpoint semantics (manifest written last, listing only
+complete checkpoints, pruning) live in `kubetune.checkpoints`, on top of this.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+
+
+class StorageError(Exception):
+    """A storage problem the user must fix (bucket missing, credentials refused,
+    endpoint unreachable). Its message is one line naming the problem and the fix."""
+
+
+class Storage(abc.ABC):
+    """A folder of objects: a local directory or an S3 prefix."""
+
+    uri: str  # the root, as the user wrote it (a path, file://..., or s3://bucket/prefix)
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Fail fast with StorageError if the root cannot be used (missing bucket, bad
+        credentials, unreachable endpoint)."""
+
+    @abc.abstractmethod
+    def read_bytes(self, path: str) -> bytes | None:
+        """The object's content, or None when it does not exist."""
+
+    @abc.abstractmethod
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Create or replace one object atomically (readers see old or new, never half)."""
+
+    @abc.abstractmethod
+    def append_bytes(self, path: str, data: bytes) -> None:
+        """Append to an object (result.json). On S3 this rewrites the object; callers batch."""
+
+    @abc.abstractmethod
+    def list_dirs(self, prefix: str = "") -> list[str]:
+        """Names of the immediate sub-folders under prefix."""
+
+    @abc.abstractmethod
+    def exists(self, path: str) -> bool: ...
+
+    @abc.abstractmethod
+    def upload_dir(self, local_dir: Path, path: str) -> list[tuple[str, int]]:
+        """Copy a local folder under path (in parallel where it helps); returns
+        (relative file name, size) for every file copied."""
+
+    @abc.abstractmethod
+    def download_dir(self, path: str, local_dir: Path) -> None:
+        """Copy every object under path into local_dir."""
+
+    @abc.abstractmethod
+    def delete_dir(self, path: str) -> None:
+        """Remove every object under path."""
+
+    @abc.abstractmethod
+    def list_files(self, prefix: str = "") -> list[tuple[str, int]]:
+        """(name relative to prefix, size) of every object under prefix, recursively."""
+
+    @abc.abstractmethod
+    def delete(self, path: str) -> None:
+        """Remove one object; no error when it does not exist."""
+
+    def write_bytes_if_absent(self, path: str, data: bytes) -> bool:
+        """Create an object only if none exists; False when one already did.
+
+        Backends override this with an atomic create where they have one; this
+        fallback has a small race window between the check and the write."""
+        if self.exists(path):
+            return False
+        self.write_bytes(path, data)
+        return True
+
+    def child_uri(self, path: str) -> str:
+        return self.uri.rstrip("/") + "/" + path.strip("/")
