@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The main job: start the local cluster (building it the first time), install
+# kubetune, run examples/quickstart-job.yaml, suspend it mid-run, resume it,
+# and show that it finishes without losing progress.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "local cluster"
+$PY -m localcluster up
+# shellcheck disable=SC1091
+source .cluster/env
+
+say "CRD"
+kubectl apply --server-side --force-conflicts -f crds/
+kubectl wait --for=condition=Established crd/trainablejobs.kubetune.io --timeout=60s
+
+say "operator"
+if [[ -f .cluster/operator.pid ]] && kill -0 "$(cat .cluster/operator.pid)" 2>/dev/null; then
+  echo "kubetune-operator already running (pid $(cat .cluster/operator.pid))"
+else
+  env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_ENDPOINT_URL \
+    setsid .venv/bin/kubetune-operator >> .cluster/logs/operator.log 2>&1 < /dev/null &
+  echo $! > .cluster/operator.pid
+  echo "kubetune-operator started (pid $!, log .cluster/logs/operator.log)"
+fi
+
+say "S3 bucket and credentials"
+$PY - <<'PYEOF'
+import boto3
+s3 = boto3.client("s3")
+try:
+    s3.create_bucket(Bucket="kubetune")
+    print("bucket kubetune created")
+except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+    print("bucket kubetune exists")
+PYEOF
+kubectl create secret generic s3-credentials \
+  --from-literal=AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" \
+  --from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
+  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+echo "secret s3-credentials applied"
+
+say "run examples/quickstart-job.yaml"
+kubectl delete tj quickstart --ignore-not-found --wait=true >/dev/null
+$PY - <<'PYEOF'
+import boto3
+bucket = boto3.resource("s3").Bucket("kubetune")
+bucket.objects.filter(Prefix="experiments/default/quickstart/").delete()
+PYEOF
+kubectl apply -f examples/quickstart-job.yaml
+iter() { kubectl get tj quickstart -o jsonpath='{.status.iteration}' 2>/dev/null || true; }
+until [[ "$(iter)" -ge 12 ]] 2>/dev/null; do kubectl get tj quickstart --no-headers; sleep 2; done
+
+say "suspend at iteration $(iter)"
+kubectl patch tj quickstart --type=merge -p '{"spec":{"suspend":true}}'
+kubectl wait --for=jsonpath='{.status.phase}'=Suspended tj/quickstart --timeout=180s
+kubectl get tj quickstart
+echo "latest checkpoint: $(kubectl get tj quickstart -o jsonpath='{.status.latestCheckpoint.path}')"
+echo "worker pods left: $(kubectl get pods -l kubetune.io/job=quickstart --no-headers 2>/dev/null | wc -l)"
+
+say "resume"
+kubectl patch tj quickstart --type=merge -p '{"spec":{"suspend":false}}'
+kubectl wait --for=condition=Complete tj/quickstart --timeout=300s
+kubectl get tj quickstart -o wide
+kubectl get events --field-selector involvedObject.name=quickstart --sort-by=.lastTimestamp \
+  -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message
+
+say "results in S3"
+$PY - <<'PYEOF'
+import json, boto3
+s3 = boto3.client("s3")
+body = s3.get_object(Bucket="kubetune", Key="experiments/default/quickstart/result.json")["Body"].read()
+its = [json.loads(l)["training_iteration"] for l in body.decode().splitlines() if l.strip()]
+missing = sorted(set(range(1, max(its) + 1)) - set(its))
+print(f"{len(its)} results, iterations 1..{max(its)}, missing: {missing or 'none'}")
+keys = s3.list_objects_v2(Bucket="kubetune", Prefix="experiments/default/quickstart/", Delimiter="/")
+print("run folder:", [p["Prefix"].split("/")[-2] for p in keys.get("CommonPrefixes", [])])
+PYEOF
+say "done: 'make cluster-down' stops the cluster"

@@ -1,0 +1,228 @@
+"""Fixtures for the operator's end-to-end tests: the CRD installed, the operator
+running as a process (killable and restartable), S3 bucket and credentials,
+and small helpers to create jobs and wait on their status."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BUCKET = "kubetune-e2e"
+SECRET = "s3-credentials"
+
+
+def cluster_env() -> dict[str, str]:
+    """The variables `.cluster/env` exports (S3 endpoint and credentials, KUBECONFIG)."""
+    env: dict[str, str] = {}
+    for line in (REPO / ".cluster" / "env").read_text().splitlines():
+        line = line.strip()
+        if line.startswith("export "):
+            key, _, value = line[len("export ") :].partition("=")
+            env[key] = value.strip().strip("'\"")
+    return env
+
+
+def kubectl(
+    *args: str, check: bool = True, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, KUBECONFIG=str(REPO / ".cluster" / "kubeconfig"))
+    proc = subprocess.run(
+        [str(REPO / ".cluster" / "bin" / "kubectl"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        input=input,
+        timeout=120,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc
+
+
+class OperatorProcess:
+    """`kubetune-operator` as a child process that a test may SIGKILL and start again."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        env = dict(os.environ, KUBECONFIG=str(REPO / ".cluster" / "kubeconfig"))
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+            env.pop(key, None)  # the operator must use each job's own Secret
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "kubetune-operator"), "--verbose"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.starts += 1
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def alive(self) -> bool:
+        return bool(self.proc and self.proc.poll() is None)
+
+
+@pytest.fixture(scope="session")
+def crd_installed(cluster: Any) -> None:
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/trainablejobs.kubetune.io",
+        "--timeout=60s",
+    )
+
+
+@pytest.fixture(scope="session")
+def operator(crd_installed: None) -> Iterator[OperatorProcess]:
+    logs = REPO / ".cluster" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    op = OperatorProcess(logs / "operator-e2e.log")
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(cluster: Any) -> Any:
+    env = cluster_env()
+    client = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env.get("AWS_DEFAULT_REGION", "us-east-1"),
+    )
+    try:
+        client.create_bucket(Bucket=BUCKET)
+    except client.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    except client.exceptions.BucketAlreadyExists:
+        pass
+    return client
+
+
+@pytest.fixture
+def job_ns(namespace: str, s3: Any, operator: OperatorProcess) -> str:
+    """A fresh namespace holding the S3 credentials Secret, with the operator running."""
+    env = cluster_env()
+    kubectl(
+        "-n",
+        namespace,
+        "create",
+        "secret",
+        "generic",
+        SECRET,
+        f"--from-literal=AWS_ACCESS_KEY_ID={env['AWS_ACCESS_KEY_ID']}",
+        f"--from-literal=AWS_SECRET_ACCESS_KEY={env['AWS_SECRET_ACCESS_KEY']}",
+    )
+    return namespace
+
+
+def job_manifest(
+    name: str, trainable: str = "tests.e2e.trainables:Counter", **spec: Any
+) -> dict[str, Any]:
+    env = cluster_env()
+    body: dict[str, Any] = {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "TrainableJob",
+        "metadata": {"name": name},
+        "spec": {
+            "trainable": trainable,
+            "storage": {
+                "uri": f"s3://{BUCKET}/runs-{uuid.uuid4().hex[:8]}",
+                "endpointURL": env["AWS_ENDPOINT_URL"],
+                "secretRef": {"name": SECRET},
+            },
+        },
+    }
+    body["spec"].update(spec)
+    return body
+
+
+def apply(namespace: str, manifest: dict[str, Any]) -> None:
+    kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(manifest))
+
+
+def get_job(namespace: str, name: str) -> dict[str, Any]:
+    return json.loads(kubectl("-n", namespace, "get", "tj", name, "-o", "json").stdout)
+
+
+def wait_for(
+    namespace: str,
+    name: str,
+    predicate: Callable[[dict[str, Any]], bool],
+    timeout: float = 120,
+    what: str = "condition",
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        job = get_job(namespace, name)
+        if predicate(job):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(
+        f"timed out waiting for {what} on {name}: status={json.dumps(job.get('status'), indent=1)}"
+    )
+
+
+def phase_is(*phases: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda job: (job.get("status") or {}).get("phase") in phases
+
+
+def condition(job: dict[str, Any], ctype: str) -> dict[str, Any]:
+    for c in (job.get("status") or {}).get("conditions") or []:
+        if c.get("type") == ctype:
+            return dict(c)
+    return {}
+
+
+def job_pods(namespace: str, name: str) -> list[dict[str, Any]]:
+    out = kubectl("-n", namespace, "get", "pods", "-l", f"kubetune.io/job={name}", "-o", "json")
+    return list(json.loads(out.stdout)["items"])
+
+
+def read_results(s3: Any, run_uri: str) -> list[dict[str, Any]]:
+    bucket, _, prefix = run_uri[len("s3://") :].partition("/")
+    body = s3.get_object(Bucket=bucket, Key=f"{prefix}/result.json")["Body"].read().decode()
+    return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+
+def object_exists(s3: Any, uri: str) -> bool:
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        return True
+    except Exception:
+        return False

@@ -1,0 +1,40 @@
+"""Trainables the end-to-end tests run inside worker pods (imported as
+`tests.e2e.trainables:NAME` from the repository root, the pods' working dir)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import kubetune
+
+
+class Counter(kubetune.Trainable):
+    """Counts iterations; config: sleep (s per step), crash_at (raise once the
+    iteration reaches it), fail_in_setup, payload_mb (checkpoint size)."""
+
+    def setup(self, config: dict[str, Any]) -> None:
+        if config.get("fail_in_setup"):
+            raise RuntimeError("setup failed on purpose: the dataset path /nope does not exist")
+        self.sleep = float(config.get("sleep", 0.1))
+        self.crash_at = int(config.get("crash_at", 0))
+        self.payload = b"x" * int(float(config.get("payload_mb", 0)) * 1024 * 1024)
+        self.total = 0
+
+    def step(self) -> dict[str, Any]:
+        time.sleep(self.sleep)
+        self.total += 1
+        if self.crash_at and self.iteration + 1 >= self.crash_at:
+            raise RuntimeError(f"crash on purpose at iteration {self.iteration + 1}")
+        return {
+            "score": float(self.total),
+            "reported_at": time.time(),
+            "gpu_ids": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        }
+
+    def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
+        return {"total": self.total, "payload": self.payload}
+
+    def load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.total = checkpoint["total"]
