@@ -67,13 +67,13 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
 
 
-def _wants_reconcile(status: dict[str, Any], **_: Any) -> bool:
-    return not is_terminal((status or {}).get("phase"))
+def _wants_reconcile(status: kopf.Status, **_: Any) -> bool:
+    return not is_terminal(status.get("phase"))
 
 
 @kopf.timer(API_GROUP, API_VERSION, PLURAL, interval=RECONCILE_INTERVAL_S, when=_wants_reconcile)
-def reconcile_timer(name: str, namespace: str, **_: Any) -> None:
-    reconcile(namespace, name, pod_settings())
+def reconcile_timer(name: str, namespace: str | None, **_: Any) -> None:
+    reconcile(namespace or "default", name, pod_settings())
 
 
 def reconcile(namespace: str, name: str, settings: PodSettings) -> None:

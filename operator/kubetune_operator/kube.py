@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
@@ -87,7 +87,7 @@ def create_pod(namespace: str, pod: dict[str, Any]) -> bool:
     """True when created; an existing pod of that name counts as success (idempotent)."""
     core = kubernetes.client.CoreV1Api(api())
     try:
-        core.create_namespaced_pod(namespace, pod)
+        core.create_namespaced_pod(namespace, cast(Any, pod))
         return True
     except ApiException as exc:
         if exc.status == 409:
@@ -141,6 +141,6 @@ def post_event(body: dict[str, Any], etype: str, reason: str, message: str) -> N
     }
     core = kubernetes.client.CoreV1Api(api())
     try:
-        core.create_namespaced_event(meta["namespace"], event)
+        core.create_namespaced_event(meta["namespace"], cast(Any, event))
     except ApiException as exc:
         log.warning("could not post event %s on %s: %s", reason, meta["name"], exc.reason)

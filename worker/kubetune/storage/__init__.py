@@ -1,16 +1,26 @@
 """Storage backends behind one interface: a local folder (the default) and S3."""
 
+from collections.abc import Mapping
+
 from kubetune.storage.base import Storage, StorageError
 
 __all__ = ["Storage", "StorageError", "open_storage"]
 
 
-def open_storage(uri: str, *, endpoint_url: str | None = None) -> Storage:
-    """A backend for uri: `s3://bucket/prefix` uses S3, anything else a local folder."""
+def open_storage(
+    uri: str,
+    *,
+    endpoint_url: str | None = None,
+    credentials: Mapping[str, str] | None = None,
+) -> Storage:
+    """A backend for uri: `s3://bucket/prefix` uses S3, anything else a local folder.
+
+    credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)
+    replace the environment's for S3; None means boto3's usual lookup."""
     if uri.startswith("s3://"):
         from kubetune.storage.s3 import S3Storage
 
-        return S3Storage(uri, endpoint_url=endpoint_url)
+        return S3Storage(uri, endpoint_url=endpoint_url, credentials=credentials)
     from kubetune.storage.local import LocalStorage
 
     return LocalStorage(uri)

@@ -1,0 +1,338 @@
+"""S3 (and S3-compatible servers: MinIO, Ceph, R2, versitygw) as storage, so a
+worker pod's checkpoints and results outlive the pod.
+
+Every failure leaves as a StorageError with one line naming the problem and the
+fix; waits are bounded by timeouts and a bounded retry count, so a wrong
+endpoint fails a job in seconds instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions as botocore_errors
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from kubetune.storage.base import Storage, StorageError
+
+MiB = 1024 * 1024
+
+# Error codes that mean "the server refused who we are", whatever the reason.
+_CREDENTIAL_CODES = frozenset(
+    {
+        "403",
+        "Forbidden",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidToken",
+        "ExpiredToken",
+        "InvalidClientTokenId",
+        "AuthorizationHeaderMalformed",
+    }
+)
+_MISSING_BUCKET_CODES = frozenset({"NoSuchBucket", "404", "NotFound"})
+# Servers without conditional writes answer these to If-None-Match.
+_NO_CONDITIONAL_CODES = frozenset({"NotImplemented", "501", "InvalidArgument", "InvalidRequest"})
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """(bucket, prefix without slashes at either end) of s3://bucket/prefix."""
+    if not uri.startswith("s3://"):
+        raise StorageError(f"storage uri {uri!r} is not an S3 URI: write s3://BUCKET/PREFIX")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise StorageError(f"storage uri {uri!r} names no bucket: write s3://BUCKET/PREFIX")
+    return bucket, prefix.strip("/")
+
+
+def effective_endpoint(
+    endpoint_url: str | None, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The endpoint boto3 will use: the explicit one, else the environment's
+    (AWS_ENDPOINT_URL_S3 before AWS_ENDPOINT_URL, as boto3 reads them)."""
+    env = os.environ if environ is None else environ
+    return endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+
+
+def storage_error(exc: Exception, *, bucket: str, endpoint: str, what: str = "") -> StorageError:
+    """Map a boto3/botocore failure to one line naming the problem and the fix.
+    Never includes credentials: only codes and our own words."""
+    where = f" ({what})" if what else ""
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in _MISSING_BUCKET_CODES and (code == "NoSuchBucket" or not what):
+            return StorageError(
+                f"bucket '{bucket}' does not exist at {endpoint}: create it or fix storage.uri"
+            )
+        if code in _CREDENTIAL_CODES or status == 403:
+            return StorageError(
+                f"credentials refused by {endpoint} for bucket '{bucket}' ({code or status}): "
+                "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the secretRef"
+            )
+        message = str(err.get("Message", "")).splitlines()[0] if err.get("Message") else ""
+        return StorageError(
+            f"S3 request to {endpoint} for bucket '{bucket}'{where} failed: "
+            f"{code or status} {message}".rstrip()
+        )
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return StorageError(
+            f"no usable S3 credentials for {endpoint}: set AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY or the job's storage.secretRef"
+        )
+    # Refused, unresolvable, timed out or cut off: all say "the endpoint is not
+    # answering", which the user fixes the same way.
+    if isinstance(exc, (botocore_errors.ConnectionError, botocore_errors.HTTPClientError)):
+        return StorageError(
+            f"cannot reach S3 endpoint {endpoint} ({type(exc).__name__}): check "
+            "storage.endpointURL (or AWS_ENDPOINT_URL) and the network"
+        )
+    if isinstance(exc, BotoCoreError):
+        return StorageError(f"S3 error at {endpoint}{where}: {type(exc).__name__}: {exc}")
+    return StorageError(f"S3 transfer to {endpoint}{where} failed: {type(exc).__name__}: {exc}")
+
+
+class S3Storage(Storage):
+    """An S3 prefix. Credentials come from the environment as boto3 finds them."""
+
+    def __init__(
+        self,
+        uri: str,
+        endpoint_url: str | None = None,
+        *,
+        credentials: Mapping[str, str] | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        max_attempts: int = 4,  # in all, the first try included
+        multipart_threshold: int = 64 * MiB,
+        part_size: int = 32 * MiB,
+        max_concurrency: int = 8,
+    ) -> None:
+        self.bucket, self.prefix = parse_s3_uri(uri)
+        self.uri = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+        endpoint = effective_endpoint(endpoint_url)
+        config = Config(
+            # Standard mode retries throttling and transient errors with capped
+            # backoff; bounded attempts and timeouts bound the total wait.
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            # One connection per transfer thread, or threads wait for the pool.
+            max_pool_connections=max(10, max_concurrency * 2),
+            # Newer botocore adds CRC checksums by default; several S3-compatible
+            # servers reject or mishandle them, so send them only when required.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            # Custom endpoints (MinIO, Ceph ...) rarely have wildcard DNS for
+            # virtual-hosted buckets; path style works everywhere they run.
+            s3={"addressing_style": "path"} if endpoint else None,
+        )
+        # Explicit credentials (a job's Secret, read by the operator) replace
+        # the environment's; they live only inside the boto3 session.
+        creds = credentials or {}
+        session = boto3.session.Session(
+            aws_access_key_id=creds.get("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=creds.get("AWS_SECRET_ACCESS_KEY"),
+            aws_session_token=creds.get("AWS_SESSION_TOKEN"),
+        )
+        self._client: Any = session.client("s3", endpoint_url=endpoint, config=config)
+        self.endpoint = str(self._client.meta.endpoint_url)
+        self._transfer_config = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=part_size,
+            max_concurrency=max_concurrency,
+            use_threads=True,
+            preferred_transfer_client="classic",
+        )
+
+    # --- helpers
+
+    def _key(self, path: str) -> str:
+        rel = path.strip("/")
+        if self.prefix:
+            return f"{self.prefix}/{rel}" if rel else self.prefix
+        return rel
+
+    def _dir_key(self, path: str) -> str:
+        key = self._key(path)
+        return f"{key}/" if key else ""
+
+    @contextlib.contextmanager
+    def _errors(self, what: str = "") -> Iterator[None]:
+        try:
+            yield
+        except StorageError:
+            raise
+        except (ClientError, BotoCoreError) as exc:
+            raise storage_error(
+                exc, bucket=self.bucket, endpoint=self.endpoint, what=what
+            ) from None
+
+    def _iter_objects(self, path: str) -> Iterator[dict[str, Any]]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        with self._errors(f"list {self._dir_key(path)}"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._dir_key(path)):
+                yield from page.get("Contents", [])
+
+    # --- the interface
+
+    def check(self) -> None:
+        with self._errors():
+            self._client.head_bucket(Bucket=self.bucket)
+
+    def read_bytes(self, path: str) -> bytes | None:
+        key = self._key(path)
+        try:
+            resp = self._client.get_object(Bucket=self.bucket, Key=key)
+            return bytes(resp["Body"].read())
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise storage_error(
+                exc, bucket=self.bucket, endpoint=self.endpoint, what=f"read {key}"
+            ) from None
+        except BotoCoreError as exc:
+            raise storage_error(
+                exc, bucket=self.bucket, endpoint=self.endpoint, what=f"read {key}"
+            ) from None
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        key = self._key(path)
+        with self._errors(f"write {key}"):
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def write_bytes_if_absent(self, path: str, data: bytes) -> bool:
+        key = self._key(path)
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as exc:
+            code = _code(exc)
+            if code in ("PreconditionFailed", "412"):
+                return False
+            if code in ("ConditionalRequestConflict", "409"):
+                return False  # a concurrent conditional write to the same key is landing
+            if code not in _NO_CONDITIONAL_CODES:
+                raise storage_error(
+                    exc, bucket=self.bucket, endpoint=self.endpoint, what=f"write {key}"
+                ) from None
+        except BotoCoreError as exc:
+            raise storage_error(
+                exc, bucket=self.bucket, endpoint=self.endpoint, what=f"write {key}"
+            ) from None
+        # The server has no conditional writes: check, then write (a small race).
+        return super().write_bytes_if_absent(path, data)
+
+    def append_bytes(self, path: str, data: bytes) -> None:
+        # S3 objects cannot grow: read and rewrite. Callers batch results.
+        old = self.read_bytes(path) or b""
+        self.write_bytes(path, old + data)
+
+    def list_dirs(self, prefix: str = "") -> list[str]:
+        base = self._dir_key(prefix)
+        paginator = self._client.get_paginator("list_objects_v2")
+        names: list[str] = []
+        with self._errors(f"list {base}"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=base, Delimiter="/"):
+                for cp in page.get("CommonPrefixes", []):
+                    names.append(cp["Prefix"][len(base) :].rstrip("/"))
+        return sorted(names)
+
+    def exists(self, path: str) -> bool:
+        key = self._key(path)
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise storage_error(
+                exc, bucket=self.bucket, endpoint=self.endpoint, what=f"head {key}"
+            ) from None
+        except BotoCoreError as exc:
+            raise storage_error(
+                exc, bucket=self.bucket, endpoint=self.endpoint, what=f"head {key}"
+            ) from None
+
+    def list_files(self, prefix: str = "") -> list[tuple[str, int]]:
+        base = self._dir_key(prefix)
+        return sorted(
+            (obj["Key"][len(base) :], int(obj["Size"]))
+            for obj in self._iter_objects(prefix)
+            if not obj["Key"].endswith("/")  # folder markers some tools create
+        )
+
+    def upload_dir(self, local_dir: Path, path: str) -> list[tuple[str, int]]:
+        local_dir = Path(local_dir)
+        files = sorted(p for p in local_dir.rglob("*") if p.is_file())
+        base = self._dir_key(path)
+        done: list[tuple[str, int]] = []
+        # One transfer manager for all files: its thread pool runs many small
+        # files and the parts of big ones in parallel, with one bound on threads.
+        with self._errors(f"upload to {base}"), self._manager() as manager:
+            futures = []
+            for src in files:
+                rel = src.relative_to(local_dir).as_posix()
+                futures.append(manager.upload(str(src), self.bucket, base + rel))
+                done.append((rel, src.stat().st_size))
+            for fut in futures:
+                fut.result()
+        return done
+
+    def download_dir(self, path: str, local_dir: Path) -> None:
+        local_dir = Path(local_dir)
+        local_dir.mkdir(parents=True, exist_ok=True)
+        base = self._dir_key(path)
+        objects = [o for o in self._iter_objects(path) if not o["Key"].endswith("/")]
+        with self._errors(f"download {base}"), self._manager() as manager:
+            futures = []
+            for obj in objects:
+                target = local_dir / obj["Key"][len(base) :]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                futures.append(manager.download(self.bucket, obj["Key"], str(target)))
+            for fut in futures:
+                fut.result()
+
+    def delete_dir(self, path: str) -> None:
+        if not path.strip("/"):
+            raise StorageError("refusing to delete the whole storage prefix")
+        keys = [o["Key"] for o in self._iter_objects(path)]
+        with self._errors(f"delete {self._dir_key(path)}"):
+            for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+                batch = [{"Key": k} for k in keys[i : i + 1000]]
+                resp = self._client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                )
+                errors = resp.get("Errors") or []
+                if errors:
+                    first = errors[0]
+                    raise StorageError(
+                        f"cannot delete s3://{self.bucket}/{first.get('Key')} at "
+                        f"{self.endpoint}: {first.get('Code')} {first.get('Message', '')}".rstrip()
+                    )
+
+    def delete(self, path: str) -> None:
+        key = self._key(path)
+        with self._errors(f"delete {key}"):
+            self._client.delete_object(Bucket=self.bucket, Key=key)
+
+    def _manager(self) -> Any:
+        return create_transfer_manager(self._client, self._transfer_config)
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
