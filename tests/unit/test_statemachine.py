@@ -23,7 +23,9 @@ def job(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None
 
 
 def pod(name: str = "j-worker-1", phase: str = "Running", **kw: Any) -> PodView:
-    return PodView(name=name, uid=f"uid-{name}", phase=phase, deleting=kw.pop("deleting", False), **kw)
+    return PodView(
+        name=name, uid=f"uid-{name}", phase=phase, deleting=kw.pop("deleting", False), **kw
+    )
 
 
 def cond(status: dict[str, Any], ctype: str) -> str:
