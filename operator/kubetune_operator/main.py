@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     import kubetune_operator.handlers  # noqa: F401  (registers the handlers)
 
     kopf.configure(verbose=args.verbose)
+    # Even in verbose mode, the HTTP and AWS libraries' debug lines are noise.
+    for noisy in ("urllib3", "botocore", "boto3", "s3transfer", "kubernetes"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     # One replica (Recreate) is the deployment model: kopf peering is not leader
     # election, so we run standalone rather than freeze beside a stray peer.
     kopf.run(

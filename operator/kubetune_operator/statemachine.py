@@ -243,6 +243,7 @@ def compute_decision(
                 st["preemptions"] += 1
                 b.event("Warning", Reason.PREEMPTED, f"worker pod {st['workerPod']} disappeared")
             b.next_attempt()
+            st["phase"] = Phase.RESTARTING.value
         restarting = st.get("phase") == Phase.RESTARTING.value
         if others:
             b.phase(
@@ -309,12 +310,15 @@ def _on_pod_finished(b: _Builder, pod: PodView, others: list[PodView]) -> None:
             d.delete_pods.append(pod.name)
         b.phase(Phase.SUSPENDING, Reason.SUSPENDING, "the worker saved its checkpoint and stopped")
         return
+    reason, message = Reason.RESTARTING, _describe_exit(pod)
     if stopped and pod.name == st.get("stoppingPod"):
-        pass  # stopped for a suspend that was undone since: neither failure nor preemption
+        message = (
+            "the worker stopped for a suspend that was undone"  # neither failure nor preemption
+        )
     elif stopped:
         st["preemptions"] += 1
         why = pod.disruption_message or "stopped from outside the operator"
-        b.event("Warning", Reason.PREEMPTED, f"worker pod {pod.name} was preempted: {why}")
+        reason, message = Reason.PREEMPTED, f"worker pod {pod.name} was preempted: {why}"
     else:
         st["failures"] += 1
         limit = job.max_failures
@@ -322,10 +326,9 @@ def _on_pod_finished(b: _Builder, pod: PodView, others: list[PodView]) -> None:
             b.finish(
                 False,
                 Reason.MAX_FAILURES,
-                f"{_describe_exit(pod)}; failed {st['failures']} times (maxFailures={limit})",
+                f"{message}; failed {st['failures']} times (maxFailures={limit})",
             )
             return
-        b.event("Warning", Reason.RESTARTING, f"{_describe_exit(pod)}; restarting from checkpoint")
     if not pod.deleting:
         d.delete_pods.append(pod.name)
     if job.suspend:
@@ -333,4 +336,9 @@ def _on_pod_finished(b: _Builder, pod: PodView, others: list[PodView]) -> None:
         b.phase(Phase.SUSPENDING, Reason.SUSPENDING, "waiting for the worker pod to go")
         return
     b.next_attempt()
-    b.phase(Phase.RESTARTING, Reason.RESTARTING, _describe_exit(pod))
+    latest = (st.get("latestCheckpoint") or {}).get("path")
+    resume = f"restarting from {latest}" if latest else "restarting from the beginning"
+    # A phase that stays Restarting still gets its event: each attempt is news.
+    if st.get("phase") == Phase.RESTARTING.value:
+        b.event("Warning", reason, f"{message}; {resume}")
+    b.phase(Phase.RESTARTING, reason, f"{message}; {resume}")

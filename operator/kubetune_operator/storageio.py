@@ -5,6 +5,7 @@ Secret (never from the operator's own environment) and are never logged.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import Any
@@ -24,15 +25,24 @@ def credentials_from_secret(data: dict[str, str] | None) -> dict[str, str] | Non
     return {k: v for k, v in data.items() if k in CREDENTIAL_KEYS and v}
 
 
+@functools.lru_cache(maxsize=256)
+def _run_store(
+    uri: str, endpoint_url: str | None, credentials: tuple[tuple[str, str], ...]
+) -> RunStore:
+    # A boto3 client costs ~100 ms to build: one per (folder, endpoint, credentials),
+    # so a rotated Secret gets a new client and an unchanged one reuses it.
+    return RunStore(
+        open_storage(uri, endpoint_url=endpoint_url, credentials=dict(credentials) or None)
+    )
+
+
 def read_progress(job: JobView, credentials: dict[str, str] | None) -> Progress | None:
     """The worker's latest progress, or None when there is none yet or storage fails
     (status then keeps what it had: it never goes back to a less true value)."""
-    storage_spec = job.storage
+    frozen = tuple(sorted((credentials or {}).items()))
     try:
-        storage = open_storage(
-            job.run_uri, endpoint_url=storage_spec.get("endpointURL"), credentials=credentials
-        )
-        raw: dict[str, Any] | None = RunStore(storage).read_progress()
+        store = _run_store(job.run_uri, job.storage.get("endpointURL"), frozen)
+        raw: dict[str, Any] | None = store.read_progress()
     except (StorageError, ValueError, json.JSONDecodeError) as exc:
         log.warning("cannot read progress of %s/%s: %s", job.namespace, job.name, exc)
         return None
