@@ -49,8 +49,12 @@ cluster-up: venv ## Start the local cluster (builds what is missing); idempotent
 cluster-down: ## Stop the local cluster and remove its state
 	@if [ -x $(PY) ]; then $(PY) -m localcluster down; else echo "no .venv: nothing to stop"; fi
 
+generate: venv ## Regenerate the chart's CRD copy and docs/api.md from crds/
+	$(PY) hack/sync_crds.py
+	$(PY) hack/gen_api_docs.py
+
 bench: venv ## Loop overhead beside Ray (installs the bench extra)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/loop_overhead.py
 
-.PHONY: help venv example demo lint unit e2e test cluster-build cluster-up cluster-down bench
+.PHONY: help venv example demo lint unit e2e test cluster-build cluster-up cluster-down generate bench
