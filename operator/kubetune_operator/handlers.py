@@ -26,7 +26,11 @@ from kubetune_operator.model import (
     is_terminal,
 )
 from kubetune_operator.podspec import PodSettings, build_worker_pod
-from kubetune_operator.statemachine import compute_decision, needs_restore_check
+from kubetune_operator.statemachine import (
+    compute_decision,
+    needs_restore_check,
+    refuse_pod_decision,
+)
 
 log = logging.getLogger("kubetune_operator")
 
@@ -96,7 +100,8 @@ def reconcile(namespace: str, name: str, settings: PodSettings) -> None:
         if needs_restore_check(job, progress):
             restore_error = storageio.check_restore_from(job, credentials)
 
-    decision = compute_decision(job, pods, progress, datetime.now(timezone.utc), restore_error)
+    now = datetime.now(timezone.utc)
+    decision = compute_decision(job, pods, progress, now, restore_error)
 
     if decision.status != job.status:
         try:
@@ -106,8 +111,24 @@ def reconcile(namespace: str, name: str, settings: PodSettings) -> None:
             return
     for pod_name in decision.delete_pods:
         kube.delete_pod(namespace, pod_name)
-    if decision.create_pod:
-        attempt = int(decision.status["attempt"])
-        kube.create_pod(namespace, build_worker_pod(job, attempt, settings))
     for etype, reason, message in decision.events:
         kube.post_event(body, etype, reason, message)
+    if decision.create_pod:
+        attempt = int(decision.status["attempt"])
+        try:
+            kube.create_pod(namespace, build_worker_pod(job, attempt, settings))
+        except kube.Rejected as exc:
+            _fail_refused(namespace, name, str(exc), now)
+
+
+def _fail_refused(namespace: str, name: str, message: str, now: datetime) -> None:
+    body = kube.get_job(namespace, name)
+    if body is None:
+        return
+    decision = refuse_pod_decision(JobView.from_body(body), message, now)
+    try:
+        kube.replace_status(body, decision.status)
+    except kube.Conflict:
+        return  # the next tick builds the pod again and gets the same refusal
+    for etype, reason, text in decision.events:
+        kube.post_event(body, etype, reason, text)

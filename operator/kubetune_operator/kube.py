@@ -24,6 +24,10 @@ _lock = threading.Lock()
 _api: kubernetes.client.ApiClient | None = None
 
 
+class Rejected(Exception):
+    """The API (or the client's own validation) refused an object as invalid."""
+
+
 class Conflict(Exception):
     """The job changed since it was read: decide again from a fresh read."""
 
@@ -89,10 +93,21 @@ def create_pod(namespace: str, pod: dict[str, Any]) -> bool:
     try:
         core.create_namespaced_pod(namespace, cast(Any, pod))
         return True
+    except ValueError as exc:  # the client validates the pod before sending it
+        raise Rejected(" ".join(str(exc).split())[:512]) from exc
     except ApiException as exc:
         if exc.status == 409:
             return False
+        if exc.status in (400, 422):
+            raise Rejected(_api_message(exc)) from exc
         raise
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)[:512]
+    except ValueError:
+        return str(exc.reason)
 
 
 def delete_pod(namespace: str, name: str) -> None:

@@ -83,6 +83,16 @@ def _worker_env(job: JobView) -> list[dict[str, Any]]:
     return env
 
 
+def _quantities_as_strings(resources: dict[str, Any]) -> dict[str, Any]:
+    """`nvidia.com/gpu: 1` and `"1"` mean the same; the API's canonical form is a string."""
+    return {
+        group: {name: str(value) for name, value in (amounts or {}).items()}
+        if group in ("limits", "requests")
+        else amounts
+        for group, amounts in resources.items()
+    }
+
+
 def _merge_worker_container(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
     """The template's `worker` container adds to ours; what the operator owns stays ours."""
     merged = copy.deepcopy(theirs)
@@ -91,7 +101,9 @@ def _merge_worker_container(ours: dict[str, Any], theirs: dict[str, Any]) -> dic
     merged_env = list(ours["env"]) + extra_env
     merged.update({k: v for k, v in ours.items() if k not in ("env", "resources")})
     merged["env"] = merged_env
-    merged["resources"] = ours.get("resources") or theirs.get("resources") or {}
+    merged["resources"] = ours.get("resources") or _quantities_as_strings(
+        theirs.get("resources") or {}
+    )
     return merged
 
 
@@ -106,7 +118,7 @@ def build_worker_pod(job: JobView, attempt: int, settings: PodSettings) -> dict[
         "image": job.spec.get("image") or settings.default_image,
         "command": list(settings.command),
         "env": _worker_env(job),
-        "resources": copy.deepcopy(job.spec.get("resources") or {}),
+        "resources": _quantities_as_strings(job.spec.get("resources") or {}),
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }

@@ -274,6 +274,14 @@ def compute_decision(
     return d
 
 
+def refuse_pod_decision(job: JobView, message: str, now: datetime) -> Decision:
+    """The API refused the worker pod built from this spec (e.g. a bad template):
+    hopeless until the spec changes, so the job fails with the API's reason."""
+    b = _Builder(job, now)
+    b.finish(False, Reason.INVALID_SPEC, f"the worker pod was refused: {message}")
+    return b.decision
+
+
 def _suspend(b: _Builder, current: PodView | None, others: list[PodView]) -> None:
     st, d = b.st, b.decision
     if current is not None:

@@ -45,7 +45,7 @@ def kubectl(
         text=True,
         env=env,
         input=input,
-        timeout=120,
+        timeout=600,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")

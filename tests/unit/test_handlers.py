@@ -73,9 +73,25 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
 def test_status_is_written_before_the_pod_is_created(fake: Any) -> None:
     fk = fake(a_job())
     handlers.reconcile("ns", "j", PodSettings())
-    kinds = [c[0] for c in fk.calls]
-    assert kinds[:2] == ["status", "create"]
-    assert fk.calls[0][1]["workerPod"] == "j-worker-1" == fk.calls[1][1]
+    writes = [c for c in fk.calls if c[0] in ("status", "create")]
+    assert [kind for kind, _ in writes] == ["status", "create"]
+    assert writes[0][1]["workerPod"] == "j-worker-1" == writes[1][1]
+
+
+def test_a_refused_pod_fails_the_job_with_the_apis_reason(
+    fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fk = fake(a_job())
+
+    def refuse(namespace: str, pod: dict[str, Any]) -> bool:
+        raise kube.Rejected("spec.containers[0].env[1].value: Invalid value")
+
+    monkeypatch.setattr(kube, "create_pod", refuse)
+    handlers.reconcile("ns", "j", PodSettings())
+    status = fk.job["status"]
+    assert status["phase"] == "Failed"
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "InvalidSpec" and "env[1]" in failed["message"]
 
 
 def test_conflict_means_no_action(fake: Any) -> None:

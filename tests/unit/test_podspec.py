@@ -52,7 +52,7 @@ def test_worker_container_and_spec():
     worker = spec["containers"][0]
     assert worker["name"] == "worker" and worker["image"] == "img:1"
     assert worker["command"] == ["kubetune-worker"]
-    assert worker["resources"] == {"limits": {"nvidia.com/gpu": 1}}
+    assert worker["resources"] == {"limits": {"nvidia.com/gpu": "1"}}  # canonical string
     assert spec["restartPolicy"] == "Never"
     assert spec["automountServiceAccountToken"] is False
     assert spec["terminationGracePeriodSeconds"] == 90
