@@ -41,6 +41,7 @@ _CREDENTIAL_CODES = frozenset(
         "ExpiredToken",
         "InvalidClientTokenId",
         "AuthorizationHeaderMalformed",
+        "XAdminUserNotFound",  # versitygw: an access key it does not know
     }
 )
 _MISSING_BUCKET_CODES = frozenset({"NoSuchBucket", "404", "NotFound"})
@@ -191,8 +192,18 @@ class S3Storage(Storage):
     # --- the interface
 
     def check(self) -> None:
-        with self._errors():
+        try:
             self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if _code(exc) not in _MISSING_BUCKET_CODES:
+                raise storage_error(exc, bucket=self.bucket, endpoint=self.endpoint) from None
+            # HEAD answers carry no body, and some servers (versitygw) answer an
+            # unknown access key with a bare 404: a listing tells which it is.
+            with self._errors():
+                self._client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+            raise storage_error(exc, bucket=self.bucket, endpoint=self.endpoint) from None
+        except BotoCoreError as exc:
+            raise storage_error(exc, bucket=self.bucket, endpoint=self.endpoint) from None
 
     def read_bytes(self, path: str) -> bytes | None:
         key = self._key(path)
