@@ -59,7 +59,7 @@ def test_operator_killed_repeatedly_keeps_jobs_right(
     for name in JOBS:
         spec: dict[str, Any] = {
             "config": {"sleep": 0.1, "crash_at": 0},
-            "stop": {"training_iteration": 50},
+            "stop": {"training_iteration": 120},
             "checkpoint": {"frequency": 5},
         }
         if name == "chaos-c":
@@ -67,7 +67,7 @@ def test_operator_killed_repeatedly_keeps_jobs_right(
         manifests[name] = job_manifest(name, **spec)
         apply(job_ns, manifests[name])
     try:
-        for round_ in range(4):
+        for round_ in range(5):
             time.sleep(rng.uniform(0.5, 4.0))
             operator.kill()
             if round_ == 1:
@@ -117,7 +117,7 @@ def test_operator_killed_repeatedly_keeps_jobs_right(
         monkeypatch.setenv(key, value)
     for name in JOBS:
         status = get_job(job_ns, name)["status"]
-        assert status["phase"] == "Succeeded" and status["iteration"] == 50
+        assert status["phase"] == "Succeeded" and status["iteration"] == 120
         assert status["failures"] == 0
         run_uri = manifests[name]["spec"]["storage"]["uri"] + f"/{job_ns}/{name}"
         store = RunStore(open_storage(run_uri, endpoint_url=cluster_env()["AWS_ENDPOINT_URL"]))
