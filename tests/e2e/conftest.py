@@ -109,5 +109,6 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
         if err.status != 404:
             raise
 
+
 # The operator's fixtures (CRD, operator process, S3 bucket, per-test namespace with credentials).
 from operator_fixtures import crd_installed, job_ns, operator, s3  # noqa: E402, F401
