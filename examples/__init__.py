@@ -1,0 +1,1 @@
+"""Example trainables: `kubetune run examples.<module>:<name>` from the repository root."""
