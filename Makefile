@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 
+PY_SOURCES := worker operator localcluster tests examples bench hack
 .DEFAULT_GOAL := help
 
 help: ## List the targets
@@ -25,8 +26,8 @@ demo: venv ## The main job: build and start the local cluster, then run a Traina
 	bash hack/demo.sh
 
 lint: venv ## ruff and mypy
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check $(PY_SOURCES)
+	$(VENV)/bin/ruff format --check $(PY_SOURCES)
 	$(VENV)/bin/mypy
 
 unit: venv ## Fast unit tests (no cluster)
