@@ -52,7 +52,7 @@ bucket.objects.filter(Prefix="experiments/default/quickstart/").delete()
 PYEOF
 kubectl apply -f examples/quickstart-job.yaml
 iter() { kubectl get tj quickstart -o jsonpath='{.status.iteration}' 2>/dev/null || true; }
-until [[ "$(iter)" -ge 12 ]] 2>/dev/null; do kubectl get tj quickstart --no-headers; sleep 2; done
+until [[ "$(iter)" -ge 12 ]] 2>/dev/null; do kubectl get tj quickstart --no-headers; sleep 1; done
 
 say "suspend at iteration $(iter)"
 kubectl patch tj quickstart --type=merge -p '{"spec":{"suspend":true}}'
@@ -65,7 +65,8 @@ say "resume"
 kubectl patch tj quickstart --type=merge -p '{"spec":{"suspend":false}}'
 kubectl wait --for=condition=Complete tj/quickstart --timeout=300s
 kubectl get tj quickstart -o wide
-kubectl get events --field-selector involvedObject.name=quickstart --sort-by=.lastTimestamp \
+uid=$(kubectl get tj quickstart -o jsonpath='{.metadata.uid}')
+kubectl get events --field-selector "involvedObject.uid=$uid" --sort-by=.lastTimestamp \
   -o custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message
 
 say "results in S3"

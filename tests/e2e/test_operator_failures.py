@@ -168,3 +168,20 @@ def test_hopeless_jobs_fail_clearly_while_others_run(
     # the operator kept serving the other job
     bystander = wait_for(job_ns, "bystander", phase_is("Running", "Succeeded"))
     assert bystander["status"]["phase"] in ("Running", "Succeeded")
+
+
+def test_a_job_recreated_under_the_same_name_never_mixes_runs(job_ns: str, s3: Any) -> None:
+    manifest = job_manifest("again", config={"sleep": 0.01}, stop={"training_iteration": 3})
+    apply(job_ns, manifest)
+    kubectl("-n", job_ns, "wait", "--for=condition=Complete", "tj/again", "--timeout=120s")
+    kubectl("-n", job_ns, "delete", "tj", "again", "--wait=true")
+    apply(job_ns, manifest)  # same name, same storage folder, a new uid
+    kubectl("-n", job_ns, "wait", "--for=condition=Failed", "tj/again", "--timeout=120s")
+    failed = condition(get_job(job_ns, "again"), "Failed")
+    assert failed["reason"] == "RunFolderConflict", failed
+    assert f"{job_ns}/again" in failed["message"], failed
+    # the first run's results are untouched
+    bucket, _, prefix = manifest["spec"]["storage"]["uri"][len("s3://") :].partition("/")
+    key = f"{prefix}/{job_ns}/again/result.json"
+    lines = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines()
+    assert [json.loads(x)["training_iteration"] for x in lines] == [1, 2, 3]
