@@ -390,3 +390,47 @@ def test_live_line_on_a_terminal(proj):
     assert proc.returncode == 0
     assert "\r\x1b[2Kiter " in screen and "x=" in screen
     assert "checkpoint " in screen and "ckpt 4" in screen
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_examples_run_from_the_repository_root(tmp_path):
+    env = env_for(tmp_path)
+    base = [sys.executable, "-m", "kubetune.cli", "run"]
+    done = subprocess.run(
+        [
+            *base,
+            "examples.ray_class_trainable:MyTrainable",
+            "--storage",
+            str(tmp_path / "c"),
+            "--config",
+            '{"step_seconds": 0}',
+            "--stop",
+            "training_iteration=6",
+            "--checkpoint-frequency",
+            "5",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert complete_checkpoints(tmp_path / "c") == ["checkpoint_000005", "checkpoint_000006"]
+    # The function example saves when asked to stop, so SIGTERM loses nothing.
+    proc = subprocess.Popen(
+        [*base, "examples.ray_function_trainable:train_func", "--storage", str(tmp_path / "f")],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_results(tmp_path / "f", 7, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == protocol.EXIT_STOPPED, err
+    stopped_at = iterations(tmp_path / "f")[-1]
+    assert complete_checkpoints(tmp_path / "f")[-1] == f"checkpoint_{stopped_at:06d}"

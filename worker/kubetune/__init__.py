@@ -17,7 +17,7 @@ from kubetune.errors import (
     RunFailed,
 )
 from kubetune.function import TuneContext, get_checkpoint, get_context, report
-from kubetune.loop import RunResult
+from kubetune.outcome import RunResult
 from kubetune.policy import CheckpointConfig
 from kubetune.stopping import FunctionStopper, Stopper
 from kubetune.trainable import StorageContext, Trainable, with_parameters

@@ -9,7 +9,8 @@ from typing import Any
 from kubetune.display import Reporter, make_reporter
 from kubetune.errors import InvalidSettings, RunFailed, describe
 from kubetune.loader import check_trainable, load_trainable
-from kubetune.loop import Runner, RunOptions, RunResult
+from kubetune.loop import Runner
+from kubetune.outcome import RunOptions, RunResult
 from kubetune.policy import CheckpointConfig
 from kubetune.signals import StopSignals
 

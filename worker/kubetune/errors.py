@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from kubetune import protocol
 
 if TYPE_CHECKING:
-    from kubetune.loop import RunResult
+    from kubetune.outcome import RunResult
 
 
 class KubetuneError(Exception):

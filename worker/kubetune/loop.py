@@ -12,7 +12,6 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,101 +26,36 @@ from kubetune.checkpoints import (
     open_checkpoint,
     pick_best,
 )
-from kubetune.display import Reporter
+from kubetune.display import summarize
+from kubetune.drive_function import FunctionDriver
 from kubetune.errors import InvalidCheckpoint, InvalidTrainable, KubetuneError, StepResultError
 from kubetune.errors import one_line as _one_line
-from kubetune.function import FunctionTrainable, StopTraining, _Session, _set_session, to_metrics
+from kubetune.function import FunctionTrainable, _Session, _set_session
+from kubetune.outcome import (
+    Outcome,
+    RunOptions,
+    RunResult,
+    UserError,
+    no_report,
+    state_of,
+)
 from kubetune.persist import Persister
-from kubetune.policy import CheckpointConfig, wants_checkpoint
-from kubetune.progress import COMPLETED, FAILED, RUNNING, STOPPED, build_progress
+from kubetune.policy import wants_checkpoint
+from kubetune.progress import RUNNING, build_progress
 from kubetune.result import RESULT_DUPLICATE, TRIAL_INFO, TrialInfo, lookup
-from kubetune.signals import StopSignals
+from kubetune.stopping import StopCriteria
 from kubetune.storage import StorageError, open_storage
 from kubetune.tracebacks import format_user_traceback
 from kubetune.trainable import StorageContext, Trainable, implements_save
 
-
-@dataclass
-class RunOptions:
-    name: str
-    storage: str
-    config: dict[str, Any]
-    stop: Any
-    checkpoint: CheckpointConfig
-    restore_from: str | None = None
-    max_failures: int = 0
-    run_id: str | None = None
-    endpoint_url: str | None = None
-    reporter: Reporter = field(default_factory=Reporter)
-    signals: StopSignals = field(default_factory=StopSignals)
-    progress_interval_s: float = 0.5
-    flush_interval_s: float = 1.0
-    heartbeat_s: float = 30.0
+__all__ = ["RunOptions", "RunResult", "Runner"]
 
 
-@dataclass
-class RunResult:
-    """How a run ended: its state, exit code and message, final result, checkpoints."""
-
-    state: str  # completed, stopped or failed
-    exit_code: int
-    reason: str
-    message: str
-    metrics: dict[str, Any] | None
-    checkpoint: Checkpoint | None  # the latest complete one
-    best_checkpoint: Checkpoint | None
-    checkpoints: list[CheckpointInfo]
-    path: str
-    iteration: int = 0
-    failures: int = 0
-    restored_from: str | None = None
-    error: BaseException | None = None
-
-    @property
-    def last_result(self) -> dict[str, Any] | None:
-        return self.metrics
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == protocol.EXIT_OK
-
-
-class _UserError(Exception):
-    """An exception from the trainable's own code (setup, step, save, the function)."""
-
-    def __init__(self, exc: BaseException) -> None:
-        super().__init__(_one_line(exc))
-        self.original = exc
-
-
-@dataclass
-class _Outcome:
-    code: int
-    message: str
-
-
-def _no_report(metrics: dict[str, Any], checkpoint: Checkpoint | None) -> None:
-    raise TypeError(
-        "kubetune.report() is for training functions: a Trainable's step() returns its "
-        "metrics, and save_checkpoint() writes its checkpoints"
-    )
-
-
-def _state_of(code: int) -> str:
-    if code == protocol.EXIT_OK:
-        return COMPLETED
-    if code in (protocol.EXIT_STOPPED, protocol.EXIT_STOP_UNSAVED):
-        return STOPPED
-    return FAILED
-
-
-class Runner:
+class Runner(FunctionDriver):
     """One run. execute() never raises for an outcome it can name (it returns it),
     except KeyboardInterrupt from a second signal in library use."""
 
     def __init__(self, trainable: Any, opts: RunOptions) -> None:
-        from kubetune.stopping import StopCriteria
-
         self.trainable = trainable
         self.is_function = not (inspect.isclass(trainable) and issubclass(trainable, Trainable))
         self.opts = opts
@@ -151,7 +85,8 @@ class Runner:
         self._claimed = False
         self._instance: Trainable | None = None
         self._restore_dir: str | None = None
-        self._outcome: _Outcome | None = None
+        self._trial_tmp: str | None = None  # an S3 run's local logdir, removed at teardown
+        self._outcome: Outcome | None = None
         self._fatal: BaseException | None = None
         self._next_tick = 0.0
         self._next_progress = 0.0
@@ -168,7 +103,7 @@ class Runner:
 
     # --- the whole run --------------------------------------------------------------
     def execute(self) -> RunResult:
-        outcome: _Outcome
+        outcome: Outcome
         interrupted: BaseException | None = None
         self.signals.install()
         try:
@@ -176,7 +111,7 @@ class Runner:
             outcome = self._train_with_retries()
         except KeyboardInterrupt as exc:
             interrupted = exc
-            outcome = _Outcome(
+            outcome = Outcome(
                 protocol.EXIT_STOP_UNSAVED, f"interrupted at iteration {self.iteration}"
             )
         except BaseException as exc:
@@ -190,27 +125,27 @@ class Runner:
             raise interrupted
         return result
 
-    def _classify(self, exc: BaseException) -> _Outcome:
-        self._error = exc.original if isinstance(exc, _UserError) else exc
-        if isinstance(exc, _UserError):
-            return _Outcome(
+    def _classify(self, exc: BaseException) -> Outcome:
+        self._error = exc.original if isinstance(exc, UserError) else exc
+        if isinstance(exc, UserError):
+            return Outcome(
                 protocol.EXIT_TRAINABLE_ERROR,
                 f"{exc} (after {self.failures} failure(s), max_failures={self.opts.max_failures})",
             )
         if isinstance(exc, KubetuneError):
-            return _Outcome(exc.exit_code, str(exc))
+            return Outcome(exc.exit_code, str(exc))
         if isinstance(exc, StepResultError):
-            return _Outcome(protocol.EXIT_BAD_TRAINABLE, str(exc))
+            return Outcome(protocol.EXIT_BAD_TRAINABLE, str(exc))
         if isinstance(exc, StorageError):
-            return _Outcome(protocol.EXIT_STORAGE, str(exc))
+            return Outcome(protocol.EXIT_STORAGE, str(exc))
         if isinstance(exc, RunConflictError):
-            return _Outcome(protocol.EXIT_RUN_CONFLICT, str(exc))
+            return Outcome(protocol.EXIT_RUN_CONFLICT, str(exc))
         if isinstance(exc, CheckpointError):
-            return _Outcome(protocol.EXIT_BAD_CHECKPOINT, str(exc))
+            return Outcome(protocol.EXIT_BAD_CHECKPOINT, str(exc))
         if isinstance(exc, SystemExit):
-            return _Outcome(protocol.EXIT_TRAINABLE_ERROR, f"the trainable called exit({exc.code})")
+            return Outcome(protocol.EXIT_TRAINABLE_ERROR, f"the trainable called exit({exc.code})")
         sys.stderr.write(format_user_traceback(exc, keep_all=True))
-        return _Outcome(protocol.EXIT_TRAINABLE_ERROR, f"internal error: {_one_line(exc)}")
+        return Outcome(protocol.EXIT_TRAINABLE_ERROR, f"internal error: {_one_line(exc)}")
 
     def _open(self) -> None:
         storage = open_storage(self.opts.storage, endpoint_url=self.opts.endpoint_url)
@@ -248,18 +183,18 @@ class Runner:
         self._initial_source = self.source
         self._submit_progress()
 
-    def _train_with_retries(self) -> _Outcome:
+    def _train_with_retries(self) -> Outcome:
         if self.source is not None:
             reached = self.criteria.met_by(self.source.metrics)
             if reached:
                 self.iteration = self.source.iteration
                 self.last_result = dict(self.source.metrics)
                 self.restored_from = self.source.path
-                return _Outcome(protocol.EXIT_OK, f"{reached} at the checkpoint resumed from")
+                return Outcome(protocol.EXIT_OK, f"{reached} at the checkpoint resumed from")
         while True:
             try:
                 return self._attempt()
-            except _UserError as exc:
+            except UserError as exc:
                 sys.stderr.write(format_user_traceback(exc.original))
                 if self.signals.requested:
                     self._error = exc.original
@@ -277,7 +212,7 @@ class Runner:
                 )
 
     # --- one attempt: create, restore, drive ------------------------------------------
-    def _attempt(self) -> _Outcome:
+    def _attempt(self) -> Outcome:
         assert self.store is not None
         info = TrialInfo(
             experiment_name=self.opts.name,
@@ -286,17 +221,16 @@ class Runner:
         )
         config = copy.deepcopy(self.opts.config)
         config[TRIAL_INFO] = info
-        working = (
-            tempfile.mkdtemp(prefix="kubetune-trial-")
-            if is_remote(self.store.storage.uri)
-            else os.path.join(self.store.storage.uri, "artifacts")
-        )
+        if is_remote(self.store.storage.uri):
+            working = self._trial_tmp = tempfile.mkdtemp(prefix="kubetune-trial-")
+        else:
+            working = os.path.join(self.store.storage.uri, "artifacts")
         context = StorageContext(self.store.storage.uri, working, self.opts.endpoint_url)
         cls = FunctionTrainable if self.is_function else self.trainable
         try:
             instance = cls(config, context)
         except Exception as exc:
-            raise _UserError(exc) from exc
+            raise UserError(exc) from exc
         self._instance = instance
         self.iteration = 0
         if self.source is not None:
@@ -335,18 +269,19 @@ class Runner:
                 instance.stop()
             except Exception as exc:
                 self.reporter.event(f"cleanup() failed: {_one_line(exc)}")
-        if self._restore_dir:
-            shutil.rmtree(self._restore_dir, ignore_errors=True)
-            self._restore_dir = None
+        for folder in (self._restore_dir, self._trial_tmp):
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
+        self._restore_dir = self._trial_tmp = None
 
     # --- class trainables: the hot loop ------------------------------------------------
-    def _drive_class(self, t: Trainable) -> _Outcome:
+    def _drive_class(self, t: Trainable) -> Outcome:
         assert self.persister is not None and self.store is not None
         # get_context() works in a class trainable too; a long step() may poll
         # stop_requested() to end early on a SIGTERM.
         _set_session(
             _Session(
-                on_report=_no_report,
+                on_report=no_report,
                 trial_info=t._trial_info,
                 trial_dir=t.logdir,
                 storage_uri=self.store.storage.uri,
@@ -358,7 +293,7 @@ class Runner:
         finally:
             _set_session(None)
 
-    def _class_loop(self, t: Trainable) -> _Outcome:
+    def _class_loop(self, t: Trainable) -> Outcome:
         assert self.persister is not None
         train = t.train
         add = self.persister.add
@@ -374,12 +309,12 @@ class Runner:
             except StepResultError:
                 raise
             except Exception as exc:
-                raise _UserError(exc) from exc
+                raise UserError(exc) from exc
             if RESULT_DUPLICATE in result:  # Ray's "no new result": the last one, done
                 final = dict(self.last_result or {})
                 final["done"] = True
                 self.last_result = final
-                return _Outcome(
+                return Outcome(
                     protocol.EXIT_OK, f"the trainable finished at iteration {t.iteration}"
                 )
             reason = check(result)
@@ -392,7 +327,7 @@ class Runner:
             if reason is not None:
                 if at_end or wants_checkpoint(result, frequency, False):
                     self._save_class(t, result)
-                return _Outcome(protocol.EXIT_OK, f"{reason} at iteration {t.iteration}")
+                return Outcome(protocol.EXIT_OK, f"{reason} at iteration {t.iteration}")
             if (frequency or "should_checkpoint" in result) and wants_checkpoint(
                 result, frequency, False
             ):
@@ -406,142 +341,39 @@ class Runner:
             try:
                 t.save(local)
             except Exception as exc:
-                raise _UserError(exc) from exc
+                raise UserError(exc) from exc
             return self._commit(local, t.iteration, result)
         finally:
             shutil.rmtree(local, ignore_errors=True)
 
-    def _stop_class(self, t: Trainable) -> _Outcome:
+    def _stop_class(self, t: Trainable) -> Outcome:
         latest = self.book[-1] if self.book else None
         if latest is None or latest.iteration != t.iteration:
             try:
                 latest = self._save_class(t, self.last_result or {})
-            except _UserError as exc:
+            except UserError as exc:
                 self._error = exc.original
                 return self._unsaved(f"saving the checkpoint failed: {exc}")
             except (StorageError, CheckpointError) as exc:
                 self._error = exc
                 return self._unsaved(f"saving the checkpoint failed: {_one_line(exc)}")
-        return _Outcome(
+        return Outcome(
             protocol.EXIT_STOPPED,
             f"stopped on {self.signals.signame} at iteration {t.iteration}; "
             f"checkpoint {latest.path}",
         )
 
-    def _unsaved(self, why: str) -> _Outcome:
+    def _unsaved(self, why: str) -> Outcome:
         latest = self.book[-1] if self.book else None
         tail = (
             f"; the latest complete checkpoint is {latest.path} (iteration {latest.iteration})"
             if latest
             else "; there is no complete checkpoint"
         )
-        return _Outcome(
+        return Outcome(
             protocol.EXIT_STOP_UNSAVED,
             f"stopped on {self.signals.signame or 'request'} at iteration {self.iteration}: "
             f"{why}{tail}",
-        )
-
-    # --- function trainables: report() calls back here ---------------------------------
-    def _drive_function(self, ft: FunctionTrainable) -> _Outcome:
-        assert self.store is not None
-        session = _Session(
-            on_report=self._on_report,
-            trial_info=ft._trial_info,
-            trial_dir=ft.logdir,
-            storage_uri=self.store.storage.uri,
-            stop_requested=lambda: self.signals.requested,
-        )
-        session.checkpoint = ft.loaded_checkpoint
-        self._session, self._ft = session, ft
-        self._outcome = self._fatal = None
-        self._last_report = time.time()
-        _set_session(session)
-        out: Any = None
-        try:
-            out = self.trainable(copy.deepcopy(ft.config))
-            if inspect.isgenerator(out):
-                for value in out:
-                    self._on_report(self._returned(value), None)
-            elif out is not None:
-                self._on_report(self._returned(out), None)
-        except StopTraining:
-            pass
-        except KubetuneError:
-            raise
-        except Exception as exc:
-            if self._fatal is None:
-                raise _UserError(exc) from exc
-        finally:
-            if inspect.isgenerator(out):
-                out.close()  # runs the generator's finally blocks
-            _set_session(None)
-        if self._fatal is not None:
-            raise self._fatal
-        if self._outcome is not None:
-            return self._outcome
-        if self.last_result:  # Ray replays the last result with done=True, unlogged
-            self.last_result = {**self.last_result, "done": True}
-        return _Outcome(
-            protocol.EXIT_OK, f"the training function returned at iteration {ft.iteration}"
-        )
-
-    def _returned(self, value: Any) -> dict[str, Any]:
-        try:
-            return to_metrics(value)
-        except ValueError as exc:
-            raise InvalidTrainable(str(exc)) from None
-
-    def _on_report(self, metrics: dict[str, Any], checkpoint: Checkpoint | None) -> None:
-        if self._outcome is not None or self._fatal is not None:
-            raise StopTraining()
-        try:
-            ft = self._ft
-            assert ft is not None and self._session is not None
-            result = ft.complete(metrics, self._last_report)
-            it = self.iteration = ft.iteration
-            result["checkpoint_dir_name"] = (
-                protocol.checkpoint_dirname(it) if checkpoint is not None else None
-            )
-            if checkpoint is not None:
-                result["should_checkpoint"] = True
-            reason = self.criteria.check(result)
-            if reason is not None:
-                result["done"] = True
-            assert self.persister is not None
-            self.persister.add(result)
-            self.last_result = result
-            if checkpoint is not None:
-                with checkpoint.as_directory() as folder:
-                    info = self._commit(folder, it, result)
-                self._session.checkpoint = Checkpoint(
-                    info.path, endpoint_url=self.opts.endpoint_url
-                )
-            if reason is not None:
-                self._outcome = _Outcome(protocol.EXIT_OK, f"{reason} at iteration {it}")
-            elif self.signals.requested:
-                self._outcome = self._stop_function(it)
-            elif time.monotonic() >= self._next_tick:
-                self._tick()
-        except KubetuneError as exc:
-            self._fatal = exc
-        except (StorageError, CheckpointError, RunConflictError) as exc:
-            self._fatal = exc
-        finally:
-            self._last_report = time.time()
-        if self._outcome is not None or self._fatal is not None:
-            raise StopTraining()
-
-    def _stop_function(self, iteration: int) -> _Outcome:
-        latest = self.book[-1] if self.book else None
-        if latest is not None and latest.iteration == iteration:
-            return _Outcome(
-                protocol.EXIT_STOPPED,
-                f"stopped on {self.signals.signame} at iteration {iteration}; "
-                f"checkpoint {latest.path}",
-            )
-        return self._unsaved(
-            "a training function saves only what it reports: report a checkpoint when "
-            "kubetune.get_context().stop_requested() is True"
         )
 
     # --- checkpoints, progress -----------------------------------------------------
@@ -608,25 +440,28 @@ class Runner:
         self.persister.submit_progress(self._progress_doc(RUNNING, None, message))
 
     # --- the end ---------------------------------------------------------------------
-    def _close(self, outcome: _Outcome) -> _Outcome:
+    def _close(self, outcome: Outcome) -> Outcome:
         """Stop the trainable, flush results, write the final progress. A storage
         error here turns a success into a storage failure; it never hides an
         earlier failure."""
         self._teardown()
+        if self.last_result:
+            latest = self.book[-1] if self.book else None
+            self.reporter.event("final: " + summarize(self.iteration, self.last_result, latest))
         if self.persister is None or not self._claimed:
             return outcome
         try:
             self.persister.submit_progress(
-                self._progress_doc(_state_of(outcome.code), outcome.code, outcome.message)
+                self._progress_doc(state_of(outcome.code), outcome.code, outcome.message)
             )
             self.persister.close()
         except BaseException as exc:
             if outcome.code in (protocol.EXIT_OK, protocol.EXIT_STOPPED):
                 self._error = exc
-                return _Outcome(protocol.EXIT_STORAGE, f"writing results failed: {_one_line(exc)}")
+                return Outcome(protocol.EXIT_STORAGE, f"writing results failed: {_one_line(exc)}")
         return outcome
 
-    def _result(self, outcome: _Outcome) -> RunResult:
+    def _result(self, outcome: Outcome) -> RunResult:
         cfg = self.opts.checkpoint
         attr = cfg.checkpoint_score_attribute
         best = pick_best(self.book, attr, cfg.score_order) if (attr and self.book) else None
@@ -636,7 +471,7 @@ class Runner:
             return Checkpoint(info.path, endpoint_url=ep) if info else None
 
         return RunResult(
-            state=_state_of(outcome.code),
+            state=state_of(outcome.code),
             exit_code=outcome.code,
             reason=protocol.EXIT_REASONS.get(outcome.code, "Error"),
             message=outcome.message,
