@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from operator_fixtures import (
     condition,
     get_job,
     job_manifest,
+    job_pods,
     kubectl,
     phase_is,
     wait_for,
@@ -185,3 +187,54 @@ def test_a_job_recreated_under_the_same_name_never_mixes_runs(job_ns: str, s3: A
     key = f"{prefix}/{job_ns}/again/result.json"
     lines = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines()
     assert [json.loads(x)["training_iteration"] for x in lines] == [1, 2, 3]
+
+
+def test_active_deadline_fails_the_job_and_stops_its_worker(job_ns: str) -> None:
+    apply(
+        job_ns,
+        job_manifest(
+            "slowpoke",
+            config={"sleep": 0.2},
+            stop={"training_iteration": 1000},
+            activeDeadlineSeconds=4,
+        ),
+    )
+    kubectl("-n", job_ns, "wait", "--for=condition=Failed", "tj/slowpoke", "--timeout=120s")
+    job = get_job(job_ns, "slowpoke")
+    assert condition(job, "Failed")["reason"] == "DeadlineExceeded"
+    # stopped with SIGTERM, so it still saved where it was
+    wait_for(job_ns, "slowpoke", lambda j: not live_pods(job_ns, "slowpoke"), what="no live pod")
+
+
+def test_deleting_a_job_removes_its_pods_and_keeps_its_data(job_ns: str, s3: Any) -> None:
+    manifest = job_manifest(
+        "deleted",
+        config={"sleep": 0.1},
+        stop={"training_iteration": 1000},
+        checkpoint={"frequency": 3},
+    )
+    apply(job_ns, manifest)
+    wait_for(
+        job_ns,
+        "deleted",
+        lambda j: ((j.get("status") or {}).get("latestCheckpoint") or {}).get("iteration", 0) >= 3,
+        what="a first checkpoint",
+    )
+    kubectl("-n", job_ns, "delete", "tj", "deleted", "--wait=true", "--timeout=60s")
+    deadline = time.monotonic() + 90
+    while live_pods(job_ns, "deleted") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not live_pods(job_ns, "deleted")
+    bucket, _, prefix = manifest["spec"]["storage"]["uri"][len("s3://") :].partition("/")
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/{job_ns}/deleted/")
+    keys = [o["Key"] for o in listed.get("Contents", [])]
+    assert any(k.endswith("result.json") for k in keys)
+    assert any(k.endswith(".kubetune-manifest.json") for k in keys)
+
+
+def live_pods(namespace: str, name: str) -> list[dict[str, Any]]:
+    return [
+        p
+        for p in job_pods(namespace, name)
+        if p["status"].get("phase") not in ("Succeeded", "Failed")
+    ]

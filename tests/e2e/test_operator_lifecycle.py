@@ -58,6 +58,7 @@ def test_job_runs_to_complete_with_status_and_checkpoint_in_s3(job_ns: str, s3: 
         kubectl("-n", job_ns, "wait", f"--for=condition={cond}", "tj/quick", "--timeout=120s")
     job = get_job(job_ns, "quick")
     status = job["status"]
+    assert job["metadata"]["generation"] == 1  # the operator never writes spec
     assert status["phase"] == "Succeeded" and status["iteration"] == 12
     assert status["lastResult"]["training_iteration"] == 12
     latest = status["latestCheckpoint"]
