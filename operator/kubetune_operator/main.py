@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import kubetune_operator.handlers  # noqa: F401  (registers the handlers)
 
-    kopf.configure(verbose=args.verbose)
+    # One operator runs many jobs: name the job on each of its log lines, as
+    # `kopf run` does (kopf.configure alone leaves the prefix off).
+    kopf.configure(verbose=args.verbose, log_prefix=True)
     # Even in verbose mode, the HTTP and AWS libraries' debug lines are noise.
     for noisy in ("urllib3", "botocore", "boto3", "s3transfer", "kubernetes"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

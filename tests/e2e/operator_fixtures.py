@@ -22,6 +22,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "kubetune-e2e"
 SECRET = "s3-credentials"
+# Namespaces the chart-installed operator owns; the test operator process skips them.
+HELM_NAMESPACE_PREFIX = "kubetune-helm-"
 
 
 def cluster_env() -> dict[str, str]:
@@ -66,7 +68,15 @@ class OperatorProcess:
             env.pop(key, None)  # the operator must use each job's own Secret
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "kubetune-operator"), "--verbose"],
+            [
+                str(Path(sys.executable).parent / "kubetune-operator"),
+                "--verbose",
+                # Every namespace but the Helm install test's, whose operator
+                # (installed by the chart) must have its jobs to itself. One
+                # pattern: kopf ORs separate --namespace patterns together, and
+                # a leading "!" glob implies "everything but".
+                f"--namespace=!{HELM_NAMESPACE_PREFIX}*",
+            ],
             cwd=REPO,
             env=env,
             stdout=log,
@@ -103,10 +113,25 @@ def crd_installed(cluster: Any) -> None:
     )
 
 
+def stop_demo_operator() -> None:
+    """`make demo` leaves an operator running for all namespaces; two operators
+    would both act on the tests' jobs, so the tests stop it first."""
+    pid_file = REPO / ".cluster" / "operator.pid"
+    if not pid_file.exists():
+        return
+    try:
+        os.killpg(int(pid_file.read_text().strip()), signal.SIGTERM)
+        print("stopped the operator `make demo` left running")
+    except (ProcessLookupError, PermissionError, ValueError):
+        pass
+    pid_file.unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="session")
 def operator(crd_installed: None) -> Iterator[OperatorProcess]:
     logs = REPO / ".cluster" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    stop_demo_operator()
     op = OperatorProcess(logs / "operator-e2e.log")
     op.start()
     yield op
