@@ -112,3 +112,12 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
 
 # The operator's fixtures (CRD, operator process, S3 bucket, per-test namespace with credentials).
 from operator_fixtures import crd_installed, job_ns, operator, s3  # noqa: E402, F401
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from operator_fixtures import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("kubetune figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

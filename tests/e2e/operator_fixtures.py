@@ -20,6 +20,15 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+# Figures the tests measure (latencies, timings), printed in pytest's summary.
+FIGURES: list[str] = []
+
+
+def report_figure(line: str) -> None:
+    FIGURES.append(line)
+    print(line)
+
+
 BUCKET = "kubetune-e2e"
 SECRET = "s3-credentials"
 # Namespaces the chart-installed operator owns; the test operator process skips them.

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client, config
+from operator_fixtures import report_figure
 
 from localcluster import components
 from localcluster.config import Layout, Ports, parse_nodes
@@ -103,8 +104,8 @@ def test_warm_up_time_and_disk_use(second: tuple[dict[str, str], Layout]) -> Non
     took_again = time.monotonic() - again
 
     cache_mb, state_mb = _du(lay.cache) / 1e6, _du(lay.state) / 1e6
-    print(
-        f"\nwarm `up`: {took:.1f}s (target {WARM_UP_TARGET_S:.0f}s); repeated `up` on a "
+    report_figure(
+        f"warm `up`: {took:.1f}s (target {WARM_UP_TARGET_S:.0f}s); repeated `up` on a "
         f"healthy cluster: {took_again:.1f}s; disk: build cache {cache_mb:.0f} MB, "
         f"fresh cluster state {state_mb:.1f} MB"
     )

@@ -16,6 +16,7 @@ from operator_fixtures import (
     get_job,
     job_manifest,
     kubectl,
+    report_figure,
 )
 
 from kubetune.checkpoints import RunStore
@@ -124,7 +125,7 @@ def test_operator_killed_repeatedly_keeps_jobs_right(
         latest = store.latest_checkpoint()
         assert latest is not None and status["latestCheckpoint"]["path"] == latest.path
         assert status["latestCheckpoint"]["iteration"] == latest.iteration
-    print(
-        f"\noperator started {operator.starts} times; "
+    report_figure(
+        f"operator started {operator.starts} times during runs; "
         f"most worker pods per job at once: {watcher.most}"
     )

@@ -21,6 +21,7 @@ from operator_fixtures import (
     object_exists,
     phase_is,
     read_results,
+    report_figure,
     wait_for,
 )
 
@@ -99,7 +100,9 @@ def test_results_reach_status_quickly(job_ns: str) -> None:
     lags.sort()
     p50 = statistics.median(lags)
     p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
-    print(f"\nresult-to-status latency over {len(lags)} results: p50={p50:.2f}s p99={p99:.2f}s")
+    report_figure(
+        f"result-to-status latency over {len(lags)} results: p50={p50:.2f}s p99={p99:.2f}s"
+    )
     assert p50 < 2.0
 
 
@@ -125,8 +128,8 @@ def test_suspend_keeps_progress_and_resume_continues(job_ns: str, s3: Any) -> No
     assert condition(job, "Suspended")["status"] == "True"
     assert job_pods(job_ns, "pausable") == []
     upload_s = time_checkpoint_upload(manifest["spec"]["storage"]["uri"] + "/upload-probe", 4)
-    print(
-        f"\nsuspend: {suspend_s:.2f}s from suspend=true to Suspended "
+    report_figure(
+        f"suspend: {suspend_s:.2f}s from suspend=true to Suspended "
         f"(checkpoint at iteration {ckpt['iteration']}); "
         f"committing a 4 MiB checkpoint to the same S3 takes {upload_s:.2f}s"
     )
