@@ -324,6 +324,7 @@ class PodWorker(threading.Thread):
             "hostname": self.pod_name[:63],
             "mounts": mounts,
             "cwd": spec.get("workingDir") or str(self.rt.repo),
+            "image": str(self.rt.repo),
             "argv": argv,
             "env": env,
             "terminationFile": str(c.term_file),

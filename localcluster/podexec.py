@@ -30,15 +30,17 @@ def _check(result: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def bind(source: str, target: str, read_only: bool) -> None:
-    """Bind `source` over `target`, creating the mount point if it is missing."""
-    if os.path.isdir(source):
+def bind(source: str, target: str, read_only: bool, via: str | None = None) -> None:
+    """Bind `source` (reached through `via`, an open descriptor's path, when
+    given) over `target`, creating the mount point if it is missing."""
+    reach = via or source
+    if os.path.isdir(reach):
         os.makedirs(target, exist_ok=True)
     elif not os.path.exists(target):
         os.makedirs(os.path.dirname(target) or "/", exist_ok=True)
         open(target, "ab").close()
     _check(
-        _libc.mount(source.encode(), target.encode(), None, MS_BIND | MS_REC, None),
+        _libc.mount(reach.encode(), target.encode(), None, MS_BIND | MS_REC, None),
         f"bind-mount {source} on {target}",
     )
     if read_only:
@@ -49,15 +51,40 @@ def bind(source: str, target: str, read_only: bool) -> None:
         )
 
 
+def _same_file(path: str, fd: int) -> bool:
+    try:
+        a, b = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 def main(spec_path: str) -> int:
     with open(spec_path) as fh:
         spec = json.load(fh)
     try:
         hostname = spec["hostname"].encode()
         _check(_libc.sethostname(hostname, len(hostname)), "sethostname")
+        # Hold every source open first: a volume mounted over a parent of
+        # another source (an emptyDir on /tmp, with the pod folders under /tmp)
+        # would otherwise hide it before its turn comes.
+        mounts = [
+            dict(m, held=os.open(m["source"], os.O_PATH | os.O_CLOEXEC)) for m in spec["mounts"]
+        ]
+        image = spec.get("image")
+        image_fd = os.open(image, os.O_PATH | os.O_CLOEXEC) if image else None
         # Parents before children, so a volume under another volume stays visible.
-        for mount in sorted(spec["mounts"], key=lambda m: m["target"].count("/")):
-            bind(mount["source"], mount["target"], mount.get("readOnly", False))
+        for mount in sorted(mounts, key=lambda m: m["target"].count("/")):
+            bind(
+                mount["source"],
+                mount["target"],
+                mount.get("readOnly", False),
+                via=f"/proc/self/fd/{mount['held']}",
+            )
+        if image and image_fd is not None and not _same_file(image, image_fd):
+            # A volume hid the "image" (the project folder, say under an emptyDir
+            # on /tmp); in a real container the image's files stay visible.
+            bind(image, image, False, via=f"/proc/self/fd/{image_fd}")
         os.chdir(spec["cwd"])
         os.execvpe(spec["argv"][0], spec["argv"], spec["env"])
     except OSError as err:
