@@ -275,3 +275,29 @@ def test_ready_while_running(cluster: Cluster, namespace: str) -> None:
     cluster.core.delete_namespaced_pod("runner", namespace)
     cluster.wait_pod_gone(namespace, "runner")
     assert time.monotonic() - begin < 10  # python's default SIGTERM action ends it at once
+
+
+def test_a_volume_over_the_projects_parent_hides_neither_it_nor_other_volumes(
+    cluster: Cluster, namespace: str
+) -> None:
+    # The chart mounts an emptyDir on /tmp; with the project folder (the pods'
+    # "image") under it, the pod must still find its files, as a container does.
+    parent = str(cluster.repo.parent)
+    if parent == "/":
+        pytest.skip("the project folder sits at the root: nothing to mount over")
+    code = "import os; print(os.path.exists('README.md'), os.listdir('/scratch'))"
+    pod = python_pod(
+        "shadow",
+        code,
+        extra_spec={"volumes": [{"name": "a", "emptyDir": {}}, {"name": "b", "emptyDir": {}}]},
+        container={
+            "volumeMounts": [
+                {"name": "a", "mountPath": parent},
+                {"name": "b", "mountPath": "/scratch"},
+            ]
+        },
+    )
+    cluster.core.create_namespaced_pod(namespace, pod)
+    done = cluster.wait_pod_phase(namespace, "shadow", ("Succeeded", "Failed"))
+    assert done.status.phase == "Succeeded", cluster.logs(namespace, "shadow")
+    assert "True []" in cluster.logs(namespace, "shadow")
