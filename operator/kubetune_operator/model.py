@@ -77,6 +77,7 @@ class Reason:
     INVALID_CHECKPOINT = "InvalidCheckpoint"
     INVALID_SPEC = "InvalidSpec"
     WORKER_LOST = "WorkerLost"
+    HEARTBEAT_STALE = "HeartbeatStale"
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ class Progress:
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     reason: str = ""
     message: str = ""
+    updated: float | None = None  # the worker's clock, refreshed at least every 30 s
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Progress:
@@ -202,4 +204,5 @@ class Progress:
             checkpoints=list(data.get("checkpoints") or []),
             reason=str(data.get("reason") or ""),
             message=str(data.get("message") or ""),
+            updated=float(data["updated"]) if data.get("updated") is not None else None,
         )

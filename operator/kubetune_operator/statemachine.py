@@ -37,6 +37,9 @@ from kubetune_operator.model import (
 MAX_RESULT_KEYS = 30
 MAX_RESULT_STRING = 256
 MAX_CHECKPOINTS = 10
+# The worker refreshes its progress file at least every 30 s, even inside a
+# long step; four missed beats means its pod runs but nobody knows if it works.
+HEARTBEAT_STALE_S = 120.0
 
 
 @dataclass
@@ -179,6 +182,14 @@ def _describe_exit(pod: PodView) -> str:
     return text
 
 
+def _silent_for(progress: Progress | None, now: datetime, uid: str) -> float | None:
+    if progress is None or progress.updated is None or progress.state != "running":
+        return None
+    if progress.run_id and progress.run_id != uid:
+        return None
+    return now.timestamp() - progress.updated
+
+
 def _deadline_passed(job: JobView, st: dict[str, Any], now: datetime) -> bool:
     seconds = job.spec.get("activeDeadlineSeconds")
     started = parse_rfc3339(st.get("startTime"))
@@ -267,6 +278,14 @@ def compute_decision(
         b.phase(Phase.RESTARTING, Reason.PREEMPTED, f"worker pod {current.name} is being deleted")
     elif current.phase == "Running":
         b.phase(Phase.RUNNING, Reason.RUNNING, f"worker pod {current.name} is running")
+        silent = _silent_for(progress, now, job.uid)
+        if silent is not None and silent > HEARTBEAT_STALE_S:
+            b.cond(
+                Cond.RUNNING,
+                "Unknown",
+                Reason.HEARTBEAT_STALE,
+                f"worker pod {current.name} runs but has reported nothing for {silent:.0f}s",
+            )
     elif current.unschedulable_message:
         b.phase(Phase.PENDING, Reason.UNSCHEDULABLE, current.unschedulable_message)
     else:

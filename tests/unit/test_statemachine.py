@@ -257,3 +257,15 @@ def test_cap_result_keeps_scalars_and_bounds():
     assert len(capped) == 30 and all(isinstance(v, int) for v in capped.values())
     assert cap_result({"s": "x" * 1000})["s"] == "x" * 256
     assert cap_result({"nan": float("nan")})["nan"] is None
+
+
+def test_a_silent_worker_makes_running_unknown_and_a_fresh_one_true():
+    s = _running_status()
+    stale = Progress(run_id=UID, state="running", iteration=3, updated=NOW.timestamp() - 600)
+    d = run(job(status=s), [pod()], stale)
+    running = get_condition(d.status["conditions"], "Running")
+    assert running and running["status"] == "Unknown" and running["reason"] == "HeartbeatStale"
+    assert d.status["phase"] == "Running"
+    fresh = Progress(run_id=UID, state="running", iteration=4, updated=NOW.timestamp() - 5)
+    d2 = run(job(status=d.status), [pod()], fresh)
+    assert cond(d2.status, "Running") == "True"
