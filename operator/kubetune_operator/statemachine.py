@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from kubetune.protocol import EXIT_REASONS, EXIT_STOPPED, HOPELESS_EXIT_CODES
+from kubetune.protocol import EXIT_REASONS, EXIT_STOPPED, EXIT_STORAGE, HOPELESS_EXIT_CODES
 from kubetune_operator.conditions import condition_is_true, set_condition
 from kubetune_operator.model import (
     Cond,
@@ -326,7 +326,10 @@ def _on_pod_finished(b: _Builder, pod: PodView, others: list[PodView]) -> None:
     if pod.phase == "Succeeded" or code == 0:
         b.finish(True, Reason.SUCCEEDED, "the trainable reached its stop criterion")
         return
-    if code in HOPELESS_EXIT_CODES:
+    # A storage error after the worker has already reported is an outage, not a
+    # wrong bucket or credentials: it is retried like any failure.
+    started = bool(st.get("iteration"))
+    if code in HOPELESS_EXIT_CODES and not (code == EXIT_STORAGE and started):
         reason = EXIT_REASONS.get(code or 0, Reason.FAILED)
         b.finish(False, reason, pod.exit_message or _describe_exit(pod))
         return

@@ -269,3 +269,14 @@ def test_a_silent_worker_makes_running_unknown_and_a_fresh_one_true():
     fresh = Progress(run_id=UID, state="running", iteration=4, updated=NOW.timestamp() - 5)
     d2 = run(job(status=d.status), [pod()], fresh)
     assert cond(d2.status, "Running") == "True"
+
+
+def test_storage_error_is_hopeless_at_start_but_retried_mid_run():
+    from kubetune.protocol import EXIT_STORAGE
+
+    s = _running_status()
+    failed = pod(phase="Failed", exit_code=EXIT_STORAGE, exit_message="StorageError: bucket")
+    assert run(job(status=s), [failed]).status["phase"] == "Failed"
+    s["iteration"] = 7
+    d = run(job(status=s), [failed])
+    assert d.status["phase"] == "Restarting" and d.status["failures"] == 1
