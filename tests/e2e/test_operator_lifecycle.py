@@ -191,3 +191,20 @@ def test_gpu_job_runs_on_a_gpu_node_and_sees_its_gpu(job_ns: str) -> None:
     pods = job_pods(job_ns, "gpu")
     assert pods and pods[0]["spec"]["nodeName"] in ("kt-gpu1", "kt-gpu2")
     assert job["status"]["lastResult"]["gpu_ids"] in ("0", "1")
+
+
+def test_function_trainable_runs_as_a_job(job_ns: str) -> None:
+    apply(
+        job_ns,
+        job_manifest(
+            "func",
+            trainable="examples.ray_function_trainable:train_func",
+            config={"steps": 12, "step_seconds": 0.02},
+            stop={"training_iteration": 100},
+        ),
+    )
+    kubectl("-n", job_ns, "wait", "--for=condition=Complete", "tj/func", "--timeout=120s")
+    status = get_job(job_ns, "func")["status"]
+    assert status["iteration"] == 12
+    # the function checkpoints every 5 steps: its latest is at iteration 10
+    assert status["latestCheckpoint"]["path"].endswith("checkpoint_000010")
