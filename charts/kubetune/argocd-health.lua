@@ -1,0 +1,82 @@
+-- Argo CD health check for kubetune.io/TrainableJob, installed in argocd-cm under
+-- resource.customizations.health.kubetune.io_TrainableJob (docs/gitops.md).
+-- Argo CD runs it with the live object in the global `obj` (Lua 5.1) and reads
+-- the returned {status, message}. Conditions are found by type, never by list
+-- position: their order is not part of the API.
+local hs = {}
+local status = obj.status or {}
+
+local function condition(ctype)
+  for _, c in ipairs(status.conditions or {}) do
+    if c.type == ctype then
+      return c
+    end
+  end
+  return nil
+end
+
+local function is_true(c)
+  return c ~= nil and c.status == "True"
+end
+
+local function describe(c, fallback)
+  local reason = c.reason or ""
+  local message = c.message or ""
+  if reason ~= "" and message ~= "" then
+    return reason .. ": " .. message
+  end
+  if message ~= "" then
+    return message
+  end
+  if reason ~= "" then
+    return reason
+  end
+  return fallback
+end
+
+-- Complete and Failed never return to False, and the operator no longer
+-- reconciles a finished job: they win over a spec edited afterwards.
+local failed = condition("Failed")
+if is_true(failed) then
+  hs.status = "Degraded"
+  hs.message = describe(failed, "the job failed")
+  return hs
+end
+local complete = condition("Complete")
+if is_true(complete) then
+  hs.status = "Healthy"
+  hs.message = describe(complete, "the job succeeded")
+  return hs
+end
+
+local generation = (obj.metadata or {}).generation
+local observed = status.observedGeneration
+if generation ~= nil and (observed == nil or observed < generation) then
+  hs.status = "Progressing"
+  hs.message = "waiting for the operator to observe generation " .. string.format("%d", generation)
+  return hs
+end
+
+local suspended = condition("Suspended")
+if is_true(suspended) then
+  hs.status = "Suspended"
+  hs.message = describe(suspended, "suspended")
+  return hs
+end
+
+local running = condition("Running")
+hs.status = "Progressing"
+if running ~= nil and running.status == "Unknown" and running.reason == "HeartbeatStale" then
+  hs.message = describe(running, "the worker stopped reporting")
+  return hs
+end
+
+local summary = status.phase or "Pending"
+if type(status.iteration) == "number" then
+  summary = summary .. ", iteration " .. string.format("%d", status.iteration)
+end
+if running ~= nil and running.message ~= nil and running.message ~= "" then
+  summary = summary .. ": " .. running.message
+end
+hs.message = summary
+return hs
