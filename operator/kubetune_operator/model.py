@@ -76,7 +76,6 @@ class Reason:
     DEADLINE = "DeadlineExceeded"
     INVALID_CHECKPOINT = "InvalidCheckpoint"
     INVALID_SPEC = "InvalidSpec"
-    WORKER_LOST = "WorkerLost"
     HEARTBEAT_STALE = "HeartbeatStale"
 
 

@@ -231,7 +231,7 @@ def compute_decision(
     if current is not None:
         st["workerPodUID"] = current.uid
         if current.finished:
-            _on_pod_finished(b, current, others)
+            _on_pod_finished(b, current)
             return d
 
     if job.suspend:
@@ -320,7 +320,7 @@ def _suspend(b: _Builder, current: PodView | None, others: list[PodView]) -> Non
     b.phase(Phase.SUSPENDED, Reason.SUSPENDED, f"suspended{where}")
 
 
-def _on_pod_finished(b: _Builder, pod: PodView, others: list[PodView]) -> None:
+def _on_pod_finished(b: _Builder, pod: PodView) -> None:
     st, d, job = b.st, b.decision, b.job
     code = pod.exit_code
     if pod.phase == "Succeeded" or code == 0:
