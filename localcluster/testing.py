@@ -94,6 +94,25 @@ class Cluster:
             pytest.fail(f"kubectl {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
         return proc
 
+    def create_namespace(self, name: str) -> None:
+        """Creates a test namespace and waits until pods can run there (its
+        default service account and CA configmap exist)."""
+        self.core.create_namespace(
+            {"metadata": {"name": name, "labels": {"kubetune.io/e2e": "true"}}}
+        )
+
+        def ready() -> bool:
+            try:
+                self.core.read_namespaced_service_account("default", name)
+                self.core.read_namespaced_config_map("kube-root-ca.crt", name)
+            except ApiException as err:
+                if err.status == 404:
+                    return False
+                raise
+            return True
+
+        wait_for(f"namespace {name}'s default service account", ready, timeout=30)
+
     def apply(self, manifest: str, namespace: str) -> None:
         self.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
 

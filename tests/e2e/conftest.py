@@ -29,7 +29,7 @@ if str(REPO) not in sys.path:  # localcluster lives at the repo root, outside th
 
 from localcluster.cluster import healthy  # noqa: E402
 from localcluster.config import Layout  # noqa: E402
-from localcluster.testing import Cluster, read_env_file, wait_for  # noqa: E402
+from localcluster.testing import Cluster, read_env_file  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -87,20 +87,7 @@ def _slug(text: str) -> str:
 def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace (with its default service account ready), deleted afterwards."""
     name = f"{_slug(request.node.name)}-{uuid.uuid4().hex[:5]}"
-    body = {"metadata": {"name": name, "labels": {"kubetune.io/e2e": "true"}}}
-    cluster.core.create_namespace(body)
-
-    def ready() -> bool:
-        try:
-            cluster.core.read_namespaced_service_account("default", name)
-            cluster.core.read_namespaced_config_map("kube-root-ca.crt", name)
-        except ApiException as err:
-            if err.status == 404:
-                return False
-            raise
-        return True
-
-    wait_for(f"namespace {name}'s default service account", ready, timeout=30)
+    cluster.create_namespace(name)
     yield name
     # Deletion goes on in the background: pods there still get their grace period.
     try:

@@ -4,6 +4,7 @@ and small helpers to create jobs and wait on their status."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,9 +16,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
+
+from localcluster.testing import Cluster, read_env_file
 
 REPO = Path(__file__).resolve().parents[2]
 # Figures the tests measure (latencies, timings), printed in pytest's summary.
@@ -37,13 +39,7 @@ HELM_NAMESPACE_PREFIX = "kubetune-helm-"
 
 def cluster_env() -> dict[str, str]:
     """The variables `.cluster/env` exports (S3 endpoint and credentials, KUBECONFIG)."""
-    env: dict[str, str] = {}
-    for line in (REPO / ".cluster" / "env").read_text().splitlines():
-        line = line.strip()
-        if line.startswith("export "):
-            key, _, value = line[len("export ") :].partition("=")
-            env[key] = value.strip().strip("'\"")
-    return env
+    return read_env_file(REPO / ".cluster" / "env")
 
 
 def kubectl(
@@ -61,6 +57,19 @@ def kubectl(
     if check and proc.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
     return proc
+
+
+def wait_condition(namespace: str, name: str, condition: str, timeout_s: int = 120) -> None:
+    """`kubectl wait` for a TrainableJob condition (Complete, Failed, Finished ...)."""
+    kubectl(
+        "-n", namespace, "wait", f"--for=condition={condition}", f"tj/{name}",
+        f"--timeout={timeout_s}s",
+    )  # fmt: skip
+
+
+def set_suspend(namespace: str, name: str, suspend: bool) -> None:
+    patch = json.dumps({"spec": {"suspend": suspend}})
+    kubectl("-n", namespace, "patch", "tj", name, "--type=merge", "-p", patch)
 
 
 class OperatorProcess:
@@ -148,21 +157,11 @@ def operator(crd_installed: None) -> Iterator[OperatorProcess]:
 
 
 @pytest.fixture(scope="session")
-def s3(cluster: Any) -> Any:
-    env = cluster_env()
-    client = boto3.client(
-        "s3",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        region_name=env.get("AWS_DEFAULT_REGION", "us-east-1"),
-    )
-    try:
+def s3(cluster: Cluster) -> Any:
+    client = cluster.s3()
+    exists = (client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists)
+    with contextlib.suppress(*exists):
         client.create_bucket(Bucket=BUCKET)
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    except client.exceptions.BucketAlreadyExists:
-        pass
     return client
 
 

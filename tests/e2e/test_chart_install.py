@@ -59,20 +59,7 @@ def helm_ns(cluster: Cluster) -> Iterator[str]:
     """A fresh `kubetune-helm-*` namespace, deleted afterwards (jobs' finalizers
     first, in case the test stopped before its operator finished them)."""
     name = f"{HELM_NAMESPACE_PREFIX}{uuid.uuid4().hex[:6]}"
-    cluster.core.create_namespace(
-        {"metadata": {"name": name, "labels": {"kubetune.io/e2e": "true"}}}
-    )
-
-    def ready() -> bool:
-        try:
-            cluster.core.read_namespaced_service_account("default", name)
-        except ApiException as err:
-            if err.status == 404:
-                return False
-            raise
-        return True
-
-    wait_for(f"namespace {name}'s default service account", ready, timeout=30)
+    cluster.create_namespace(name)
     yield name
     left = cluster.kubectl("-n", name, "get", "tj", "-o", "name", check=False).stdout.split()
     for job in left:

@@ -17,6 +17,8 @@ from operator_fixtures import (
     job_manifest,
     kubectl,
     report_figure,
+    set_suspend,
+    wait_condition,
 )
 
 from kubetune.checkpoints import RunStore
@@ -73,16 +75,7 @@ def test_operator_killed_repeatedly_keeps_jobs_right(
             operator.kill()
             if round_ == 0:
                 # a change made while the operator is down is still honoured
-                kubectl(
-                    "-n",
-                    job_ns,
-                    "patch",
-                    "tj",
-                    "chaos-c",
-                    "--type=merge",
-                    "-p",
-                    '{"spec":{"suspend":true}}',
-                )
+                set_suspend(job_ns, "chaos-c", True)
             time.sleep(rng.uniform(0.2, 2.0))
             operator.start()
         time.sleep(3)
@@ -94,20 +87,9 @@ def test_operator_killed_repeatedly_keeps_jobs_right(
             "tj/chaos-c",
             "--timeout=120s",
         )
-        kubectl(
-            "-n",
-            job_ns,
-            "patch",
-            "tj",
-            "chaos-c",
-            "--type=merge",
-            "-p",
-            '{"spec":{"suspend":false}}',
-        )
+        set_suspend(job_ns, "chaos-c", False)
         for name in JOBS:
-            kubectl(
-                "-n", job_ns, "wait", "--for=condition=Complete", f"tj/{name}", "--timeout=300s"
-            )
+            wait_condition(job_ns, name, "Complete", 300)
     finally:
         watcher.stop_flag.set()
         watcher.join(timeout=5)

@@ -20,6 +20,7 @@ from operator_fixtures import (
     job_pods,
     kubectl,
     phase_is,
+    wait_condition,
     wait_for,
 )
 
@@ -45,7 +46,7 @@ def test_killed_worker_restarts_from_checkpoint_and_counts_a_failure(job_ns: str
     )
     pid = int(job["status"]["lastResult"]["pid"])
     os.kill(pid, signal.SIGKILL)
-    kubectl("-n", job_ns, "wait", "--for=condition=Complete", "tj/crashy", "--timeout=150s")
+    wait_condition(job_ns, "crashy", "Complete", 150)
     status = get_job(job_ns, "crashy")["status"]
     assert status["failures"] == 1 and status["preemptions"] == 0
     assert status["attempt"] == 2 and status["iteration"] == 30
@@ -62,7 +63,7 @@ def test_past_max_failures_the_job_fails_with_the_reason(job_ns: str) -> None:
             maxFailures=1,
         ),
     )
-    kubectl("-n", job_ns, "wait", "--for=condition=Failed", "tj/doomed", "--timeout=150s")
+    wait_condition(job_ns, "doomed", "Failed", 150)
     job = get_job(job_ns, "doomed")
     failed = condition(job, "Failed")
     assert failed["reason"] == "MaxFailuresExceeded", failed
@@ -96,7 +97,7 @@ def test_eviction_counts_a_preemption_not_a_failure(job_ns: str) -> None:
         "-",
         input=json.dumps(eviction),
     )
-    kubectl("-n", job_ns, "wait", "--for=condition=Complete", "tj/evicted", "--timeout=150s")
+    wait_condition(job_ns, "evicted", "Complete", 150)
     status = get_job(job_ns, "evicted")["status"]
     assert status["preemptions"] == 1 and status["failures"] == 0
 
@@ -160,7 +161,7 @@ def test_hopeless_jobs_fail_clearly_while_others_run(
         spec["config"].update(change.pop("config"))
     spec.update(change)
     apply(job_ns, manifest)
-    kubectl("-n", job_ns, "wait", "--for=condition=Failed", "tj/hopeless", "--timeout=120s")
+    wait_condition(job_ns, "hopeless", "Failed")
     job = get_job(job_ns, "hopeless")
     failed = condition(job, "Failed")
     assert failed["reason"] == reason, failed
@@ -175,10 +176,10 @@ def test_hopeless_jobs_fail_clearly_while_others_run(
 def test_a_job_recreated_under_the_same_name_never_mixes_runs(job_ns: str, s3: Any) -> None:
     manifest = job_manifest("again", config={"sleep": 0.01}, stop={"training_iteration": 3})
     apply(job_ns, manifest)
-    kubectl("-n", job_ns, "wait", "--for=condition=Complete", "tj/again", "--timeout=120s")
+    wait_condition(job_ns, "again", "Complete")
     kubectl("-n", job_ns, "delete", "tj", "again", "--wait=true")
     apply(job_ns, manifest)  # same name, same storage folder, a new uid
-    kubectl("-n", job_ns, "wait", "--for=condition=Failed", "tj/again", "--timeout=120s")
+    wait_condition(job_ns, "again", "Failed")
     failed = condition(get_job(job_ns, "again"), "Failed")
     assert failed["reason"] == "RunFolderConflict", failed
     assert f"{job_ns}/again" in failed["message"], failed
@@ -199,7 +200,7 @@ def test_active_deadline_fails_the_job_and_stops_its_worker(job_ns: str) -> None
             activeDeadlineSeconds=4,
         ),
     )
-    kubectl("-n", job_ns, "wait", "--for=condition=Failed", "tj/slowpoke", "--timeout=120s")
+    wait_condition(job_ns, "slowpoke", "Failed")
     job = get_job(job_ns, "slowpoke")
     assert condition(job, "Failed")["reason"] == "DeadlineExceeded"
     # stopped with SIGTERM, so it still saved where it was

@@ -22,6 +22,8 @@ from operator_fixtures import (
     phase_is,
     read_results,
     report_figure,
+    set_suspend,
+    wait_condition,
     wait_for,
 )
 
@@ -56,7 +58,7 @@ def test_job_runs_to_complete_with_status_and_checkpoint_in_s3(job_ns: str, s3: 
     )
     apply(job_ns, manifest)
     for cond in ("Complete", "Finished"):
-        kubectl("-n", job_ns, "wait", f"--for=condition={cond}", "tj/quick", "--timeout=120s")
+        wait_condition(job_ns, "quick", cond)
     job = get_job(job_ns, "quick")
     status = job["status"]
     assert job["metadata"]["generation"] == 1  # the operator never writes spec
@@ -117,9 +119,7 @@ def test_suspend_keeps_progress_and_resume_continues(job_ns: str, s3: Any) -> No
     job = wait_for(job_ns, "pausable", lambda j: iteration_of(j) >= 8, what="iteration 8")
     reached = iteration_of(job)
     t0 = time.monotonic()
-    kubectl(
-        "-n", job_ns, "patch", "tj", "pausable", "--type=merge", "-p", '{"spec":{"suspend":true}}'
-    )
+    set_suspend(job_ns, "pausable", True)
     job = wait_for(job_ns, "pausable", phase_is("Suspended"), what="Suspended")
     suspend_s = time.monotonic() - t0
     status = job["status"]
@@ -134,10 +134,8 @@ def test_suspend_keeps_progress_and_resume_continues(job_ns: str, s3: Any) -> No
         f"committing a 4 MiB checkpoint to the same S3 takes {upload_s:.2f}s"
     )
 
-    kubectl(
-        "-n", job_ns, "patch", "tj", "pausable", "--type=merge", "-p", '{"spec":{"suspend":false}}'
-    )
-    kubectl("-n", job_ns, "wait", "--for=condition=Complete", "tj/pausable", "--timeout=150s")
+    set_suspend(job_ns, "pausable", False)
+    wait_condition(job_ns, "pausable", "Complete", 150)
     results = read_results(s3, manifest["spec"]["storage"]["uri"] + f"/{job_ns}/pausable")
     iterations = [r["training_iteration"] for r in results]
     assert set(iterations) == set(range(1, 41)), iterations
@@ -163,14 +161,14 @@ def test_restore_from_another_jobs_checkpoint(job_ns: str) -> None:
             checkpoint={"frequency": 10},
         ),
     )
-    kubectl("-n", job_ns, "wait", "--for=condition=Complete", "tj/source", "--timeout=120s")
+    wait_condition(job_ns, "source", "Complete")
     source = get_job(job_ns, "source")
     ckpt10 = next(c for c in source["status"]["checkpoints"] if c["iteration"] == 10)["path"]
     manifest = job_manifest(
         "fork", config={"sleep": 0.02}, stop={"training_iteration": 15}, restoreFrom=ckpt10
     )
     apply(job_ns, manifest)
-    kubectl("-n", job_ns, "wait", "--for=condition=Complete", "tj/fork", "--timeout=120s")
+    wait_condition(job_ns, "fork", "Complete")
     fork = get_job(job_ns, "fork")
     assert fork["status"]["restoredFrom"] == ckpt10
     assert fork["status"]["iteration"] == 15
@@ -186,7 +184,7 @@ def test_gpu_job_runs_on_a_gpu_node_and_sees_its_gpu(job_ns: str) -> None:
             resources={"limits": {"nvidia.com/gpu": 1}},
         ),
     )
-    kubectl("-n", job_ns, "wait", "--for=condition=Complete", "tj/gpu", "--timeout=120s")
+    wait_condition(job_ns, "gpu", "Complete")
     job = get_job(job_ns, "gpu")
     pods = job_pods(job_ns, "gpu")
     assert pods and pods[0]["spec"]["nodeName"] in ("kt-gpu1", "kt-gpu2")
@@ -203,7 +201,7 @@ def test_function_trainable_runs_as_a_job(job_ns: str) -> None:
             stop={"training_iteration": 100},
         ),
     )
-    kubectl("-n", job_ns, "wait", "--for=condition=Complete", "tj/func", "--timeout=120s")
+    wait_condition(job_ns, "func", "Complete")
     status = get_job(job_ns, "func")["status"]
     assert status["iteration"] == 12
     # the function checkpoints every 5 steps: its latest is at iteration 10
