@@ -207,19 +207,14 @@ class S3Storage(Storage):
 
     def read_bytes(self, path: str) -> bytes | None:
         key = self._key(path)
-        try:
-            resp = self._client.get_object(Bucket=self.bucket, Key=key)
+        with self._errors(f"read {key}"):
+            try:
+                resp = self._client.get_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if _code(exc) in ("NoSuchKey", "404"):
+                    return None
+                raise
             return bytes(resp["Body"].read())
-        except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404"):
-                return None
-            raise storage_error(
-                exc, bucket=self.bucket, endpoint=self.endpoint, what=f"read {key}"
-            ) from None
-        except BotoCoreError as exc:
-            raise storage_error(
-                exc, bucket=self.bucket, endpoint=self.endpoint, what=f"read {key}"
-            ) from None
 
     def write_bytes(self, path: str, data: bytes) -> None:
         key = self._key(path)
@@ -265,19 +260,14 @@ class S3Storage(Storage):
 
     def exists(self, path: str) -> bool:
         key = self._key(path)
-        try:
-            self._client.head_object(Bucket=self.bucket, Key=key)
+        with self._errors(f"head {key}"):
+            try:
+                self._client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
             return True
-        except ClientError as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise storage_error(
-                exc, bucket=self.bucket, endpoint=self.endpoint, what=f"head {key}"
-            ) from None
-        except BotoCoreError as exc:
-            raise storage_error(
-                exc, bucket=self.bucket, endpoint=self.endpoint, what=f"head {key}"
-            ) from None
 
     def list_files(self, prefix: str = "") -> list[tuple[str, int]]:
         base = self._dir_key(prefix)
