@@ -1,134 +1,172 @@
-"""kopf registrations: one level-triggered reconcile per TrainableJob, run by a timer.
+"""kopf registrations: watches that feed the cache and the work queue, the
+progress endpoint, and the reconcile threads.
 
-Each tick reads the job and its pods fresh, reads the worker's progress from
-storage, asks the state machine what to do, writes status once (guarded by the
-resourceVersion it read), then acts. Nothing is kept in memory between ticks,
-so an operator killed at any moment resumes where the status says.
+Nothing runs on a timer per job. A TrainableJob is reconciled when it or one
+of its worker pods changes, when its worker reports, when a time-based check
+is due (a silent worker, the active deadline), and by the slow resync. Pods
+are indexed, so kopf holds every handler until the initial listing of worker
+pods is in the cache: a restarted operator never decides from a partial view
+(and never mistakes a pod it has not listed yet for a lost one).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from datetime import datetime, timezone
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import kopf
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from kubetune_operator import kube, storageio
-from kubetune_operator.model import (
-    API_GROUP,
-    API_VERSION,
-    PLURAL,
-    JobView,
-    Phase,
-    PodView,
-    is_terminal,
-)
-from kubetune_operator.podspec import PodSettings, build_worker_pod
-from kubetune_operator.statemachine import (
-    compute_decision,
-    needs_restore_check,
-    refuse_pod_decision,
-)
+from kubetune_operator import kube
+from kubetune_operator.cache import WorkerPod, job_key
+from kubetune_operator.controller import Controller, ControllerSettings
+from kubetune_operator.metrics import JOBS_CACHED
+from kubetune_operator.model import API_GROUP, API_VERSION, LABEL_JOB_UID, PLURAL
+from kubetune_operator.podspec import PROGRESS_AUDIENCE, PodSettings
+from kubetune_operator.progress_api import PATH, ProgressReceiver
 
 log = logging.getLogger("kubetune_operator")
 
-# One tick a second bounds each job's status writes to 1/s and keeps a result
-# reported by the worker (which writes progress every 0.5 s) within ~2 s of status.
-RECONCILE_INTERVAL_S = float(os.environ.get("KUBETUNE_RECONCILE_INTERVAL", "1.0"))
+# Jobs made by operator versions that ran a timer per job carry this finalizer.
+LEGACY_FINALIZER = f"{API_GROUP}/operator"
 
 
-def pod_settings() -> PodSettings:
-    return PodSettings(
-        default_image=os.environ.get("KUBETUNE_WORKER_IMAGE", PodSettings.default_image),
-        termination_grace_seconds=int(
-            os.environ.get("KUBETUNE_WORKER_GRACE_SECONDS", PodSettings.termination_grace_seconds)
+@dataclass(frozen=True)
+class Endpoints:
+    progress_listen: str = ""  # host:port; empty: no progress endpoint
+    metrics_listen: str = ""
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def controller_settings() -> ControllerSettings:
+    return ControllerSettings(
+        pod=PodSettings(
+            default_image=os.environ.get("KUBETUNE_WORKER_IMAGE", PodSettings.default_image),
+            termination_grace_seconds=int(
+                os.environ.get(
+                    "KUBETUNE_WORKER_GRACE_SECONDS", PodSettings.termination_grace_seconds
+                )
+            ),
+            progress_url=os.environ.get("KUBETUNE_PROGRESS_URL", ""),
+            progress_ca_file=os.environ.get("KUBETUNE_PROGRESS_CA_FILE", ""),
         ),
+        workers=int(os.environ.get("KUBETUNE_RECONCILE_THREADS", "8")),
+        resync_s=max(60.0, _env_float("KUBETUNE_RESYNC_SECONDS", 300.0)),
+        progress_interval_s=_env_float("KUBETUNE_PROGRESS_INTERVAL", 0.5),
+        status_writes_per_s=_env_float("KUBETUNE_STATUS_WRITES_PER_SECOND", 100.0),
     )
 
 
+def endpoints() -> Endpoints:
+    return Endpoints(
+        progress_listen=os.environ.get("KUBETUNE_PROGRESS_LISTEN", ""),
+        metrics_listen=os.environ.get("KUBETUNE_METRICS_LISTEN", ""),
+    )
+
+
+CONTROLLER = Controller(controller_settings())
+_runners: list[web.AppRunner] = []
+
+
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    # Timers need a finalizer so kopf can stop them before the object goes; ours
-    # is named for the project and removed as soon as a job is finished.
-    settings.persistence.finalizer = f"{API_GROUP}/operator"
-    # kopf's bookkeeping lives in annotations with our prefix, never in status:
-    # status belongs to the state machine alone.
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # kopf's own bookkeeping (if any) lives in annotations with our prefix,
+    # never in status: status belongs to the state machine alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=API_GROUP, key="last-handled-configuration"
     )
     # Silent watch stalls are a known kopf failure mode (nolar/kopf#585, #957):
     # ask the server to end each watch after 5 min and give up on a silent one.
+    # A watch ended this way resumes from its resourceVersion (no re-listing).
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
-    # Every reconcile is a sync handler in kopf's thread pool; S3 reads block.
-    settings.execution.max_workers = 32
-    # Our own events carry the condition reasons; kopf's per-handler chatter
-    # would drown them.
+    # Handlers only copy facts into the cache: no thread pool needed for them.
     settings.posting.level = logging.WARNING
+    CONTROLLER.start()
+    await _serve(endpoints())
 
 
-def _wants_reconcile(status: kopf.Status, **_: Any) -> bool:
-    return not is_terminal(status.get("phase"))
+async def _serve(where: Endpoints) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def review(token: str) -> dict[str, Any]:
+        return await loop.run_in_executor(None, kube.review_token, token, PROGRESS_AUDIENCE)
+
+    def on_report(pod: WorkerPod, doc: bytes, updated: float) -> None:
+        if CONTROLLER.book.push(pod.job_uid, doc, updated):
+            CONTROLLER.progress_pushed(pod.job_key, pod.job_uid)
+
+    if where.progress_listen:
+        receiver = ProgressReceiver(CONTROLLER.cache, review, on_report)
+        await _start_site(receiver.app(), where.progress_listen)
+        log.info("progress endpoint on http://%s%s", where.progress_listen, PATH)
+    if where.metrics_listen:
+        app = web.Application()
+        app.router.add_get("/metrics", _metrics)
+        await _start_site(app, where.metrics_listen)
 
 
-@kopf.timer(API_GROUP, API_VERSION, PLURAL, interval=RECONCILE_INTERVAL_S, when=_wants_reconcile)
-def reconcile_timer(name: str, namespace: str | None, **_: Any) -> None:
-    reconcile(namespace or "default", name, pod_settings())
+async def _start_site(app: web.Application, listen: str) -> None:
+    host, _, port = listen.rpartition(":")
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host or "0.0.0.0", int(port)).start()
+    _runners.append(runner)
 
 
-def reconcile(namespace: str, name: str, settings: PodSettings) -> None:
-    body = kube.get_job(namespace, name)
-    if body is None or body["metadata"].get("deletionTimestamp"):
+async def _metrics(_: web.Request) -> web.Response:
+    JOBS_CACHED.set(CONTROLLER.cache.job_count())
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@kopf.on.cleanup()
+async def shutdown(**_: Any) -> None:
+    CONTROLLER.stop()
+    for runner in _runners:
+        await runner.cleanup()
+
+
+# Worker pods: labelled by the operator with their job's uid. kopf filters
+# labels client-side (a watch of all pods); the index makes kopf hold every
+# handler until the initial listing has been indexed.
+
+
+@kopf.index("v1", "pods", labels={LABEL_JOB_UID: kopf.PRESENT})
+async def worker_pods_listed(body: kopf.Body, **_: Any) -> None:
+    CONTROLLER.cache.put_pod(dict(body))
+
+
+@kopf.on.event("v1", "pods", labels={LABEL_JOB_UID: kopf.PRESENT})
+async def worker_pod_changed(event: kopf.RawEvent, **_: Any) -> None:
+    raw = cast(dict[str, Any], event["object"])
+    if event.get("type") == "DELETED":
+        pod = CONTROLLER.cache.forget_pod(raw)
+    else:
+        pod = CONTROLLER.cache.put_pod(raw)
+    if pod is not None:
+        CONTROLLER.queue.add(pod.job_key)
+
+
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
+async def job_changed(event: kopf.RawEvent, **_: Any) -> None:
+    raw = cast(dict[str, Any], event["object"])
+    key = job_key(raw)
+    meta = raw.get("metadata") or {}
+    if event.get("type") == "DELETED":
+        CONTROLLER.forget_job(key, meta.get("uid") or "")
         return
-    job = JobView.from_body(body)
-    pods = [PodView.from_pod(p) for p in kube.list_job_pods(namespace, job.uid)]
-    phase = job.status.get("phase")
-
-    progress, restore_error, credentials = None, None, None
-    if not is_terminal(phase):
-        secret_name = (job.storage.get("secretRef") or {}).get("name")
-        if secret_name:
-            credentials = storageio.credentials_from_secret(
-                kube.read_secret(namespace, secret_name)
-            )
-        if job.status.get("workerPod") or phase == Phase.SUSPENDING.value:
-            progress = storageio.read_progress(job, credentials)
-        if needs_restore_check(job, progress):
-            restore_error = storageio.check_restore_from(job, credentials)
-
-    now = datetime.now(timezone.utc)
-    decision = compute_decision(job, pods, progress, now, restore_error)
-
-    if decision.status != job.status:
-        try:
-            kube.replace_status(body, decision.status)
-        except kube.Conflict as exc:
-            log.info("status not written, will decide again: %s", exc)
-            return
-    for pod_name in decision.delete_pods:
-        kube.delete_pod(namespace, pod_name)
-    for etype, reason, message in decision.events:
-        kube.post_event(body, etype, reason, message)
-    if decision.create_pod:
-        attempt = int(decision.status["attempt"])
-        try:
-            kube.create_pod(namespace, build_worker_pod(job, attempt, settings))
-        except kube.Rejected as exc:
-            _fail_refused(namespace, name, str(exc), now)
-
-
-def _fail_refused(namespace: str, name: str, message: str, now: datetime) -> None:
-    body = kube.get_job(namespace, name)
-    if body is None:
-        return
-    decision = refuse_pod_decision(JobView.from_body(body), message, now)
-    try:
-        kube.replace_status(body, decision.status)
-    except kube.Conflict:
-        return  # the next tick builds the pod again and gets the same refusal
-    for etype, reason, text in decision.events:
-        kube.post_event(body, etype, reason, text)
+    if meta.get("deletionTimestamp") and LEGACY_FINALIZER in (meta.get("finalizers") or []):
+        await asyncio.get_running_loop().run_in_executor(
+            None, kube.remove_finalizer, key[0], key[1], meta["finalizers"], LEGACY_FINALIZER
+        )
+    CONTROLLER.cache.put_job(raw, from_watch=True)
+    CONTROLLER.queue.add(key)

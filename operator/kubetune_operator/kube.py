@@ -7,16 +7,19 @@ Calls are synchronous: kopf runs sync handlers in its thread pool.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any, cast
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from kubetune_operator.model import API_GROUP, API_VERSION, KIND, LABEL_JOB_UID, PLURAL
+from kubetune_operator.metrics import API_ERRORS, API_REQUESTS
+from kubetune_operator.model import API_GROUP, API_VERSION, KIND, PLURAL
 
 log = logging.getLogger(__name__)
 
@@ -48,39 +51,55 @@ def _raw(response: Any) -> Any:
     return json.loads(response.data)
 
 
+@contextlib.contextmanager
+def _counted(verb: str, resource: str) -> Iterator[None]:
+    """Count every request (the cost of a job is measured, not guessed)."""
+    API_REQUESTS.labels(verb, resource).inc()
+    try:
+        yield
+    except ApiException as exc:
+        API_ERRORS.labels(verb, resource, str(exc.status or 0)).inc()
+        raise
+
+
 def get_job(namespace: str, name: str) -> dict[str, Any] | None:
     objects = kubernetes.client.CustomObjectsApi(api())
     try:
-        return _raw(
-            objects.get_namespaced_custom_object(
-                API_GROUP, API_VERSION, namespace, PLURAL, name, _preload_content=False
+        with _counted("get", PLURAL):
+            return _raw(
+                objects.get_namespaced_custom_object(
+                    API_GROUP, API_VERSION, namespace, PLURAL, name, _preload_content=False
+                )
             )
-        )
     except ApiException as exc:
         if exc.status == 404:
             return None
         raise
 
 
-def list_job_pods(namespace: str, job_uid: str) -> list[dict[str, Any]]:
-    core = kubernetes.client.CoreV1Api(api())
-    response = core.list_namespaced_pod(
-        namespace, label_selector=f"{LABEL_JOB_UID}={job_uid}", _preload_content=False
-    )
-    return list(_raw(response).get("items") or [])
-
-
-def replace_status(body: dict[str, Any], status: dict[str, Any]) -> None:
+def replace_status(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
     """Write status in one call, guarded by the resourceVersion that was read, so
-    a decision made from a stale read is never written."""
+    a decision made from a stale read is never written. Returns the new body."""
     meta = body["metadata"]
     new_body = dict(body)
     new_body["status"] = status
     objects = kubernetes.client.CustomObjectsApi(api())
     try:
-        objects.replace_namespaced_custom_object_status(
-            API_GROUP, API_VERSION, meta["namespace"], PLURAL, meta["name"], new_body
-        )
+        with _counted("update", f"{PLURAL}/status"):
+            return cast(
+                dict[str, Any],
+                _raw(
+                    objects.replace_namespaced_custom_object_status(
+                        API_GROUP,
+                        API_VERSION,
+                        meta["namespace"],
+                        PLURAL,
+                        meta["name"],
+                        new_body,
+                        _preload_content=False,
+                    )
+                ),
+            )
     except ApiException as exc:
         if exc.status in (404, 409):
             raise Conflict(f"{meta['namespace']}/{meta['name']} changed: {exc.reason}") from exc
@@ -91,7 +110,8 @@ def create_pod(namespace: str, pod: dict[str, Any]) -> bool:
     """True when created; an existing pod of that name counts as success (idempotent)."""
     core = kubernetes.client.CoreV1Api(api())
     try:
-        core.create_namespaced_pod(namespace, cast(Any, pod))
+        with _counted("create", "pods"):
+            core.create_namespaced_pod(namespace, cast(Any, pod), _preload_content=False)
         return True
     except ValueError as exc:  # the client validates the pod before sending it
         raise Rejected(" ".join(str(exc).split())[:512]) from exc
@@ -114,7 +134,8 @@ def delete_pod(namespace: str, name: str) -> None:
     """Graceful delete: the node sends SIGTERM and waits the pod's grace period."""
     core = kubernetes.client.CoreV1Api(api())
     try:
-        core.delete_namespaced_pod(name, namespace)
+        with _counted("delete", "pods"):
+            core.delete_namespaced_pod(name, namespace, _preload_content=False)
     except ApiException as exc:
         if exc.status != 404:
             raise
@@ -123,7 +144,8 @@ def delete_pod(namespace: str, name: str) -> None:
 def read_secret(namespace: str, name: str) -> dict[str, str] | None:
     core = kubernetes.client.CoreV1Api(api())
     try:
-        secret = _raw(core.read_namespaced_secret(name, namespace, _preload_content=False))
+        with _counted("get", "secrets"):
+            secret = _raw(core.read_namespaced_secret(name, namespace, _preload_content=False))
     except ApiException as exc:
         if exc.status == 404:
             return None
@@ -156,6 +178,50 @@ def post_event(body: dict[str, Any], etype: str, reason: str, message: str) -> N
     }
     core = kubernetes.client.CoreV1Api(api())
     try:
-        core.create_namespaced_event(meta["namespace"], cast(Any, event))
+        with _counted("create", "events"):
+            core.create_namespaced_event(
+                meta["namespace"], cast(Any, event), _preload_content=False
+            )
     except ApiException as exc:
         log.warning("could not post event %s on %s: %s", reason, meta["name"], exc.reason)
+
+
+def remove_finalizer(namespace: str, name: str, finalizers: list[str], finalizer: str) -> None:
+    """Drop a finalizer an earlier operator version put on a job (a JSON patch
+    guarded by a test of the list, so a concurrent change is not overwritten)."""
+    objects = kubernetes.client.CustomObjectsApi(api())
+    index = finalizers.index(finalizer)
+    ops = [
+        {"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
+        {"op": "remove", "path": f"/metadata/finalizers/{index}"},
+    ]
+    try:
+        with _counted("patch", PLURAL):
+            objects.patch_namespaced_custom_object(
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                PLURAL,
+                name,
+                ops,
+                _content_type="application/json-patch+json",
+                _preload_content=False,
+            )
+    except ApiException as exc:
+        if exc.status not in (404, 409, 422):
+            raise
+
+
+def review_token(token: str, audience: str) -> dict[str, Any]:
+    """The TokenReview status of a bearer token for our audience (authenticated,
+    user, audiences). The API server checks signature, expiry, audience and
+    that the pod the token is bound to still exists."""
+    auth = kubernetes.client.AuthenticationV1Api(api())
+    review = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "spec": {"token": token, "audiences": [audience]},
+    }
+    with _counted("create", "tokenreviews"):
+        response = auth.create_token_review(cast(Any, review), _preload_content=False)
+    return cast(dict[str, Any], _raw(response).get("status") or {})

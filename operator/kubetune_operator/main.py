@@ -28,7 +28,31 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("KUBETUNE_LIVENESS", ""),
         help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz",
     )
+    parser.add_argument(
+        "--progress-listen",
+        default=os.environ.get("KUBETUNE_PROGRESS_LISTEN", "0.0.0.0:8470"),
+        help="HOST:PORT where workers push progress (empty: workers are polled through S3)",
+    )
+    parser.add_argument(
+        "--progress-url",
+        default=os.environ.get("KUBETUNE_PROGRESS_URL", ""),
+        help="the URL workers push progress to (default: http://127.0.0.1:PORT/v1alpha1/progress; "
+        "in a cluster, the operator's Service)",
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        default=os.environ.get("KUBETUNE_METRICS_LISTEN", "0.0.0.0:8471"),
+        help="HOST:PORT serving Prometheus metrics at /metrics (empty: none)",
+    )
     args = parser.parse_args(argv)
+    progress_url = args.progress_url
+    if args.progress_listen and not progress_url:
+        port = args.progress_listen.rpartition(":")[2]
+        progress_url = f"http://127.0.0.1:{port}/v1alpha1/progress"
+    # The handlers module reads its settings from the environment when imported.
+    os.environ["KUBETUNE_PROGRESS_LISTEN"] = args.progress_listen
+    os.environ["KUBETUNE_PROGRESS_URL"] = progress_url if args.progress_listen else ""
+    os.environ["KUBETUNE_METRICS_LISTEN"] = args.metrics_listen
     namespaces = args.namespace or [
         n for n in os.environ.get("WATCH_NAMESPACE", "").split(",") if n.strip()
     ]

@@ -8,6 +8,7 @@ plain dicts so the state machine can be tested without a cluster.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,15 +194,49 @@ class Progress:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Progress:
+        """Parse a document from storage or a push: both are untrusted, so each
+        field must have its type (ValueError/TypeError otherwise) and checkpoint
+        entries keep only their three fields, bounded."""
+        if not isinstance(data, dict):
+            raise TypeError("a progress document is a JSON object")
+        last = data.get("last_result") or {}
+        if not isinstance(last, dict):
+            raise TypeError("last_result is not an object")
+        kept = data.get("checkpoints") or []
+        if not isinstance(kept, list):
+            raise TypeError("checkpoints is not a list")
+        run_id = data.get("run_id")
         return cls(
-            run_id=data.get("run_id"),
-            state=str(data.get("state") or ""),
+            run_id=None if run_id is None else str(run_id)[:128],
+            state=str(data.get("state") or "")[:32],
             iteration=int(data.get("iteration") or 0),
-            last_result=dict(data.get("last_result") or {}),
-            latest_checkpoint=data.get("latest_checkpoint"),
-            best_checkpoint=data.get("best_checkpoint"),
-            checkpoints=list(data.get("checkpoints") or []),
-            reason=str(data.get("reason") or ""),
-            message=str(data.get("message") or ""),
+            last_result=last,
+            latest_checkpoint=checkpoint_entry(data.get("latest_checkpoint")),
+            best_checkpoint=checkpoint_entry(data.get("best_checkpoint")),
+            checkpoints=[c for c in map(checkpoint_entry, kept[-MAX_CHECKPOINT_ENTRIES:]) if c],
+            reason=str(data.get("reason") or "")[:128],
+            message=str(data.get("message") or "")[:1024],
             updated=float(data["updated"]) if data.get("updated") is not None else None,
         )
+
+
+MAX_CHECKPOINT_ENTRIES = 10
+
+
+def checkpoint_entry(value: Any) -> dict[str, Any] | None:
+    """A checkpoint as status shows it: {path, iteration, time}, nothing else."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError("a checkpoint entry is not an object")
+    entry: dict[str, Any] = {
+        "path": str(value.get("path") or "")[:1024],
+        "iteration": max(0, int(value.get("iteration") or 0)),
+    }
+    when = value.get("time")
+    if isinstance(when, str) and _RFC3339.fullmatch(when):
+        entry["time"] = when
+    return entry
+
+
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")

@@ -40,6 +40,19 @@ class PodSettings:
     # SIGTERM; a template's own terminationGracePeriodSeconds wins.
     termination_grace_seconds: int = 120
     command: tuple[str, ...] = ("kubetune-worker",)
+    # Where the worker pushes its progress (the operator's endpoint); empty:
+    # the worker only writes its progress file and the operator polls it.
+    progress_url: str = ""
+    progress_ca_file: str = ""
+
+
+# The worker's identity for progress reports: a projected service-account token
+# for our audience only (the API server refuses it as an API credential), bound
+# to the pod, rotated by the kubelet.
+PROGRESS_AUDIENCE = "kubetune.io/progress"
+PROGRESS_TOKEN_VOLUME = "kubetune-progress-token"
+PROGRESS_TOKEN_DIR = "/var/run/secrets/kubetune.io/progress"
+PROGRESS_TOKEN_SECONDS = 3600
 
 
 def build_worker_spec(job: JobView) -> WorkerSpec:
@@ -67,11 +80,16 @@ def _owner_reference(job: JobView) -> dict[str, Any]:
     }
 
 
-def _worker_env(job: JobView) -> list[dict[str, Any]]:
+def _worker_env(job: JobView, settings: PodSettings) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": WORKER_SPEC_ENV, "value": build_worker_spec(job).to_env()},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
+    if settings.progress_url:
+        env.append({"name": "KUBETUNE_PROGRESS_URL", "value": settings.progress_url})
+        env.append({"name": "KUBETUNE_PROGRESS_TOKEN_FILE", "value": f"{PROGRESS_TOKEN_DIR}/token"})
+        if settings.progress_ca_file:
+            env.append({"name": "KUBETUNE_PROGRESS_CA_FILE", "value": settings.progress_ca_file})
     storage = job.storage
     if storage.get("endpointURL"):
         env.append({"name": "AWS_ENDPOINT_URL", "value": storage["endpointURL"]})
@@ -101,6 +119,12 @@ def _merge_worker_container(ours: dict[str, Any], theirs: dict[str, Any]) -> dic
     merged_env = list(ours["env"]) + extra_env
     merged.update({k: v for k, v in ours.items() if k not in ("env", "resources")})
     merged["env"] = merged_env
+    owned_mounts = {m["name"] for m in ours.get("volumeMounts") or []}
+    merged_mounts = list(ours.get("volumeMounts") or []) + [
+        m for m in theirs.get("volumeMounts") or [] if m.get("name") not in owned_mounts
+    ]
+    if merged_mounts:
+        merged["volumeMounts"] = merged_mounts
     merged["resources"] = ours.get("resources") or _quantities_as_strings(
         theirs.get("resources") or {}
     )
@@ -117,11 +141,15 @@ def build_worker_pod(job: JobView, attempt: int, settings: PodSettings) -> dict[
         "name": WORKER_CONTAINER,
         "image": job.spec.get("image") or settings.default_image,
         "command": list(settings.command),
-        "env": _worker_env(job),
+        "env": _worker_env(job, settings),
         "resources": _quantities_as_strings(job.spec.get("resources") or {}),
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    if settings.progress_url:
+        container["volumeMounts"] = [
+            {"name": PROGRESS_TOKEN_VOLUME, "mountPath": PROGRESS_TOKEN_DIR, "readOnly": True}
+        ]
     containers = []
     for c in tspec.get("containers") or []:
         if c.get("name") == WORKER_CONTAINER:
@@ -143,6 +171,10 @@ def build_worker_pod(job: JobView, attempt: int, settings: PodSettings) -> dict[
     )
     spec = {k: v for k, v in tspec.items() if k != "containers"}
     spec["containers"] = containers
+    if settings.progress_url:
+        volumes = [v for v in spec.get("volumes") or [] if v.get("name") != PROGRESS_TOKEN_VOLUME]
+        volumes.append(_progress_token_volume())
+        spec["volumes"] = volumes
     # The operator restarts failed workers itself, from the latest checkpoint.
     spec["restartPolicy"] = "Never"
     # Least privilege: the worker talks to S3, never to the Kubernetes API.
@@ -160,4 +192,16 @@ def build_worker_pod(job: JobView, attempt: int, settings: PodSettings) -> dict[
             "ownerReferences": [_owner_reference(job)],
         },
         "spec": spec,
+    }
+
+
+def _progress_token_volume() -> dict[str, Any]:
+    token = {
+        "audience": PROGRESS_AUDIENCE,
+        "expirationSeconds": PROGRESS_TOKEN_SECONDS,
+        "path": "token",
+    }
+    return {
+        "name": PROGRESS_TOKEN_VOLUME,
+        "projected": {"sources": [{"serviceAccountToken": token}]},
     }

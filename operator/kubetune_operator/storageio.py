@@ -1,6 +1,10 @@
 """What the operator reads from a job's storage: the worker's progress file and
 whether a restoreFrom checkpoint is complete. Credentials come from the job's
 Secret (never from the operator's own environment) and are never logged.
+
+Progress normally arrives by push (progress_api.py); the file is read only
+when the operator starts, when a worker's pod ends, and when pushes stop, so
+these reads grow with changes, not with jobs.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from typing import Any
 
 from kubetune.checkpoints import CheckpointError, RunStore, open_checkpoint
 from kubetune.storage import StorageError, open_storage
+from kubetune.storage.s3 import S3Storage
+from kubetune_operator.metrics import S3_REQUESTS
 from kubetune_operator.model import JobView, Progress
 
 log = logging.getLogger(__name__)
@@ -25,28 +31,37 @@ def credentials_from_secret(data: dict[str, str] | None) -> dict[str, str] | Non
     return {k: v for k, v in data.items() if k in CREDENTIAL_KEYS and v}
 
 
-@functools.lru_cache(maxsize=256)
-def _run_store(
-    uri: str, endpoint_url: str | None, credentials: tuple[tuple[str, str], ...]
-) -> RunStore:
-    # A boto3 client costs ~100 ms to build: one per (folder, endpoint, credentials),
-    # so a rotated Secret gets a new client and an unchanged one reuses it.
-    return RunStore(
-        open_storage(uri, endpoint_url=endpoint_url, credentials=dict(credentials) or None)
-    )
+def _count_request(event_name: str = "", **_: Any) -> None:
+    # botocore names its events before-call.s3.<Operation>.
+    S3_REQUESTS.labels(event_name.rsplit(".", 1)[-1]).inc()
+
+
+@functools.lru_cache(maxsize=64)
+def _client_for(endpoint_url: str | None, credentials: tuple[tuple[str, str], ...]) -> S3Storage:
+    # One boto3 client per (endpoint, credentials), not per job: a client costs
+    # ~100 ms and a few MiB to build. A rotated Secret gets a new one.
+    base = S3Storage("s3://kubetune", endpoint_url=endpoint_url, credentials=dict(credentials))
+    base._client.meta.events.register("before-call.s3", _count_request)
+    return base
+
+
+def run_store(job: JobView, credentials: dict[str, str] | None) -> RunStore:
+    uri = job.run_uri
+    frozen = tuple(sorted((credentials or {}).items()))
+    if uri.startswith("s3://"):
+        return RunStore(_client_for(job.storage.get("endpointURL"), frozen).at(uri))
+    return RunStore(open_storage(uri))
 
 
 def read_progress(job: JobView, credentials: dict[str, str] | None) -> Progress | None:
     """The worker's latest progress, or None when there is none yet or storage fails
     (status then keeps what it had: it never goes back to a less true value)."""
-    frozen = tuple(sorted((credentials or {}).items()))
     try:
-        store = _run_store(job.run_uri, job.storage.get("endpointURL"), frozen)
-        raw: dict[str, Any] | None = store.read_progress()
-    except (StorageError, ValueError, json.JSONDecodeError) as exc:
+        raw: dict[str, Any] | None = run_store(job, credentials).read_progress()
+        return Progress.from_dict(raw) if raw else None
+    except (StorageError, ValueError, TypeError, json.JSONDecodeError) as exc:
         log.warning("cannot read progress of %s/%s: %s", job.namespace, job.name, exc)
         return None
-    return Progress.from_dict(raw) if raw else None
 
 
 def check_restore_from(job: JobView, credentials: dict[str, str] | None) -> str | None:

@@ -1,0 +1,288 @@
+"""The reconcile loop: threads take job keys from the work queue and make each
+job's world match its status, one reconcile at a time per job.
+
+A reconcile decides from the cache (filled by the watches), so a job whose
+world did not change costs no API request: it is not even reconciled, except
+by the slow resync. Status is written once per reconcile, only when it
+changed, guarded by the resourceVersion the decision was made from; a
+conflict re-reads the job and decides again. Pods are created and deleted
+only after a successful status write, or after a fresh read has confirmed
+that the cache was current, so a stale cache never acts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from kubetune_operator import kube, storageio
+from kubetune_operator.cache import ClusterCache, JobKey
+from kubetune_operator.metrics import (
+    JOBS_CACHED,
+    QUEUE_DEPTH,
+    RECONCILE_SECONDS,
+    RECONCILES,
+    REPORT_TO_STATUS_SECONDS,
+    STATUS_WRITES,
+)
+from kubetune_operator.model import JobView, Phase, PodView, Progress, is_terminal
+from kubetune_operator.podspec import PodSettings, build_worker_pod
+from kubetune_operator.progressbook import ProgressBook, newer
+from kubetune_operator.statemachine import (
+    Decision,
+    compute_decision,
+    needs_restore_check,
+    parse_rfc3339,
+    refuse_pod_decision,
+)
+from kubetune_operator.workqueue import WorkQueue, WriteBudget
+
+log = logging.getLogger("kubetune_operator")
+
+# A Secret is read only when S3 must be (rarely); keep it briefly for bursts.
+SECRET_TTL_S = 60.0
+
+
+@dataclass
+class ControllerSettings:
+    pod: PodSettings = field(default_factory=PodSettings)
+    workers: int = 8
+    resync_s: float = 300.0
+    # Progress-only status writes of one job are at least this far apart;
+    # phase changes go out at once.
+    progress_interval_s: float = 0.5
+    status_writes_per_s: float = 100.0
+
+
+class Controller:
+    def __init__(self, settings: ControllerSettings, cache: ClusterCache | None = None) -> None:
+        self.settings = settings
+        self.cache = cache or ClusterCache()
+        self.queue: WorkQueue[JobKey] = WorkQueue()
+        self.book = ProgressBook()
+        self.budget = WriteBudget(
+            settings.status_writes_per_s, burst=max(1.0, settings.status_writes_per_s)
+        )
+        self._last_progress_write: dict[str, float] = {}
+        self._secrets: dict[tuple[str, str], tuple[float, dict[str, str] | None]] = {}
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+
+    # running
+
+    def start(self) -> None:
+        for i in range(self.settings.workers):
+            t = threading.Thread(target=self._work, name=f"kubetune-reconcile-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        t = threading.Thread(target=self._resync, name="kubetune-resync", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.queue.close()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            key = self.queue.get()
+            if key is None:
+                return
+            started = time.monotonic()
+            try:
+                again = self.reconcile(key)
+            except Exception as exc:  # never let one job stop a reconcile thread
+                delay = self.queue.retry_later(key)
+                RECONCILES.labels("error").inc()
+                log.warning("[%s/%s] reconcile failed, retrying in %.1fs: %s", *key, delay, exc)
+            else:
+                self.queue.forget(key)
+                RECONCILES.labels("ok").inc()
+                if again is not None:
+                    self.queue.add(key, again)
+            finally:
+                self.queue.done(key)
+                RECONCILE_SECONDS.observe(time.monotonic() - started)
+                QUEUE_DEPTH.set(self.queue.depth())
+
+    def _resync(self) -> None:
+        # The backstop for anything missed: a pass over the cache, which costs
+        # no API request for a job whose decision does not change.
+        while not self._stop.wait(self.settings.resync_s):
+            keys = self.cache.job_keys()
+            JOBS_CACHED.set(len(keys))
+            for key in keys:
+                self.queue.add(key)
+
+    # progress reports
+
+    def progress_pushed(self, key: JobKey, job_uid: str) -> None:
+        """A new report for this job arrived: reconcile it, no sooner than the
+        job's progress interval after its last progress write."""
+        last = self._last_progress_write.get(job_uid)
+        interval = self._progress_interval()
+        delay = 0.0 if last is None else last + interval - time.monotonic()
+        self.queue.add(key, delay)
+
+    def _progress_interval(self) -> float:
+        # With many jobs reporting, spread their writes so the total stays
+        # within the write budget: the interval grows with the reporting jobs.
+        active = len(self._last_progress_write)
+        spread = active / (0.8 * self.settings.status_writes_per_s)
+        return max(self.settings.progress_interval_s, spread)
+
+    # one reconcile
+
+    def reconcile(self, key: JobKey) -> float | None:
+        """Make one job's world match its status; the seconds after which to look
+        again (None: only when something changes)."""
+        body = self.cache.job(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        job = JobView.from_body(body)
+        phase = job.status.get("phase")
+        pods = self.cache.pods_of(job.uid)
+        worker = str(job.status.get("workerPod") or "")
+        current = next((p for p in pods if p.name and p.name == worker), None)
+
+        progress, restore_error = None, None
+        if not is_terminal(phase):
+            progress = self._progress(job, worker, current)
+            if needs_restore_check(job, progress):
+                restore_error = storageio.check_restore_from(job, self._credentials(job))
+        else:
+            self._forget_progress(job.uid)
+
+        now = datetime.now(timezone.utc)
+        decision = compute_decision(job, pods, progress, now, restore_error)
+        acts = bool(decision.create_pod or decision.delete_pods)
+
+        if decision.status != job.status:
+            progress_only = not acts and decision.status.get("phase") == phase
+            if progress_only and not self.budget.try_take():
+                return self._progress_interval()
+            if not progress_only:
+                self.budget.take()
+            try:
+                written = kube.replace_status(body, decision.status)
+            except kube.Conflict as exc:
+                log.info("[%s/%s] status not written, deciding again: %s", *key, exc)
+                self._refresh(key)
+                return 0.0
+            STATUS_WRITES.inc()
+            self.cache.put_job(written)
+            self._note_progress_written(job.uid)
+        elif acts and not self._cache_is_current(key, body):
+            return 0.0  # the cache was behind; decide again from the fresh read
+
+        self._act(job, body, decision, now)
+        if current is None or current.phase != "Running":
+            self._last_progress_write.pop(job.uid, None)  # not reporting now
+        return self._next_look(job, decision, current)
+
+    def _act(self, job: JobView, body: dict[str, Any], decision: Decision, now: datetime) -> None:
+        for pod_name in decision.delete_pods:
+            self.budget.take()
+            kube.delete_pod(job.namespace, pod_name)
+        for etype, reason, message in decision.events:
+            kube.post_event(body, etype, reason, message)
+        if decision.create_pod:
+            attempt = int(decision.status["attempt"])
+            self.budget.take()
+            try:
+                kube.create_pod(job.namespace, build_worker_pod(job, attempt, self.settings.pod))
+            except kube.Rejected as exc:
+                self._fail_refused(job, str(exc), now)
+
+    def _next_look(self, job: JobView, decision: Decision, current: PodView | None) -> float | None:
+        """Time-based checks (a silent worker, the active deadline) need a look
+        even when nothing changes; everything else waits for an event."""
+        st = decision.status
+        if is_terminal(st.get("phase")):
+            return None
+        waits = []
+        silent = self.book.next_check_in(job.uid, current)
+        if silent is not None:
+            waits.append(silent)
+        seconds = job.spec.get("activeDeadlineSeconds")
+        started = parse_rfc3339(st.get("startTime"))
+        if seconds and started and not job.suspend:
+            left = started.timestamp() + float(seconds) - time.time()
+            waits.append(max(0.5, left + 0.5))
+        return min(waits) if waits else None
+
+    def _progress(self, job: JobView, worker: str, pod: PodView | None) -> Progress | None:
+        if not worker and job.status.get("phase") != Phase.SUSPENDING.value:
+            return None
+        report = self.book.pushed(job.uid)
+        pushed = None
+        if report is not None:
+            try:
+                pushed = report.progress()
+            except (ValueError, TypeError):
+                pushed = None
+        if not self.book.needs_file_read(job.uid, worker, pod):
+            return pushed
+        stored = storageio.read_progress(job, self._credentials(job))
+        self.book.mark_read(job.uid, worker, pod)
+        return newer(pushed, stored)
+
+    def _note_progress_written(self, job_uid: str) -> None:
+        report = self.book.pushed(job_uid)
+        if report is None:
+            return
+        now = time.monotonic()
+        if report.received > self._last_progress_write.get(job_uid, float("-inf")):
+            REPORT_TO_STATUS_SECONDS.observe(now - report.received)
+        self._last_progress_write[job_uid] = now
+
+    def _forget_progress(self, job_uid: str) -> None:
+        self.book.forget(job_uid)
+        self._last_progress_write.pop(job_uid, None)
+
+    def forget_job(self, key: JobKey, job_uid: str) -> None:
+        self.cache.forget_job(key)
+        self.queue.discard(key)
+        self._forget_progress(job_uid)
+
+    def _credentials(self, job: JobView) -> dict[str, str] | None:
+        name = (job.storage.get("secretRef") or {}).get("name")
+        if not name:
+            return None
+        cached = self._secrets.get((job.namespace, name))
+        if cached is not None and time.monotonic() - cached[0] < SECRET_TTL_S:
+            return cached[1]
+        creds = storageio.credentials_from_secret(kube.read_secret(job.namespace, name))
+        self._secrets[(job.namespace, name)] = (time.monotonic(), creds)
+        return creds
+
+    def _refresh(self, key: JobKey) -> dict[str, Any] | None:
+        fresh = kube.get_job(*key)
+        if fresh is None:
+            self.cache.forget_job(key)
+        else:
+            self.cache.put_job(fresh)
+        return fresh
+
+    def _cache_is_current(self, key: JobKey, body: dict[str, Any]) -> bool:
+        fresh = self._refresh(key)
+        rv = (fresh or {}).get("metadata", {}).get("resourceVersion")
+        return fresh is not None and rv == body["metadata"].get("resourceVersion")
+
+    def _fail_refused(self, job: JobView, message: str, now: datetime) -> None:
+        body = self._refresh((job.namespace, job.name))
+        if body is None:
+            return
+        decision = refuse_pod_decision(JobView.from_body(body), message, now)
+        try:
+            written = kube.replace_status(body, decision.status)
+        except kube.Conflict:
+            return  # the next reconcile builds the pod again and gets the same refusal
+        STATUS_WRITES.inc()
+        self.cache.put_job(written)
+        for etype, reason, text in decision.events:
+            kube.post_event(body, etype, reason, text)

@@ -1,0 +1,184 @@
+"""A coalescing, delaying work queue with per-key backoff, and a write budget.
+
+The operator reconciles a job when something about it changed, not on a
+timer: watch events, progress reports and scheduled checks all `add` the
+job's key. A key is queued at most once however often it is added, and a key
+added while it is being reconciled is reconciled once more afterwards (never
+twice at the same time): client-go's workqueue contract, so N events about one
+job cost one reconcile, and work grows with changes, not with jobs.
+
+Thread-safe: watch handlers add from the event loop, reconcile threads get.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 60.0
+_EPSILON = 1e-9  # refills are float sums: 0.1 * 10 may come out just under 1
+
+
+class WorkQueue(Generic[K]):
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        backoff_base_s: float = BACKOFF_BASE_S,
+        backoff_max_s: float = BACKOFF_MAX_S,
+    ) -> None:
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._ready: deque[K] = deque()
+        self._queued: set[K] = set()  # in _ready
+        self._processing: set[K] = set()
+        self._dirty: set[K] = set()  # added again while processing
+        self._delayed: list[tuple[float, int, K]] = []  # heap of (due, seq, key)
+        self._due: dict[K, float] = {}  # the earliest due time per delayed key
+        self._seq = itertools.count()
+        self._failures: dict[K, int] = {}
+        self._backoff_base = backoff_base_s
+        self._backoff_max = backoff_max_s
+        self._closed = False
+
+    def add(self, key: K, delay: float = 0.0) -> None:
+        """Queue key now, or after delay seconds (an earlier schedule wins)."""
+        with self._cond:
+            if delay <= 0:
+                self._add_now(key)
+                return
+            due = self._clock() + delay
+            if self._due.get(key, float("inf")) <= due:
+                return
+            self._due[key] = due
+            heapq.heappush(self._delayed, (due, next(self._seq), key))
+            self._cond.notify()
+
+    def _add_now(self, key: K) -> None:
+        if key in self._processing:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._ready.append(key)
+            self._cond.notify()
+
+    def _promote_due(self) -> float | None:
+        """Move due keys to the ready queue; the seconds until the next is due."""
+        now = self._clock()
+        while self._delayed:
+            due, _, key = self._delayed[0]
+            if self._due.get(key) != due:  # superseded by an earlier schedule, or done
+                heapq.heappop(self._delayed)
+                continue
+            if due > now:
+                return due - now
+            heapq.heappop(self._delayed)
+            del self._due[key]
+            self._add_now(key)
+        return None
+
+    def get(self, timeout: float | None = None) -> K | None:
+        """The next key to reconcile (marked as processing), or None on timeout/close."""
+        deadline = None if timeout is None else self._clock() + timeout
+        with self._cond:
+            while not self._closed:
+                wait = self._promote_due()
+                if self._ready:
+                    key = self._ready.popleft()
+                    self._queued.discard(key)
+                    self._processing.add(key)
+                    return key
+                if deadline is not None:
+                    left = deadline - self._clock()
+                    if left <= 0:
+                        return None
+                    wait = left if wait is None else min(wait, left)
+                self._cond.wait(wait)
+            return None
+
+    def done(self, key: K) -> None:
+        """Processing of key ended; a key added meanwhile is queued again now."""
+        with self._cond:
+            self._processing.discard(key)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self._add_now(key)
+
+    def retry_later(self, key: K) -> float:
+        """Queue key again after an exponential backoff (a failed reconcile)."""
+        with self._cond:
+            n = self._failures.get(key, 0) + 1
+            self._failures[key] = n
+        delay = min(self._backoff_base * 2 ** (n - 1), self._backoff_max)
+        self.add(key, delay)
+        return delay
+
+    def forget(self, key: K) -> None:
+        """Reset key's backoff (its last reconcile succeeded)."""
+        with self._cond:
+            self._failures.pop(key, None)
+
+    def discard(self, key: K) -> None:
+        """Drop key's scheduled and backoff state (the object is gone)."""
+        with self._cond:
+            self._failures.pop(key, None)
+            self._due.pop(key, None)
+
+    def depth(self) -> int:
+        """Keys waiting: ready now plus scheduled."""
+        with self._cond:
+            return len(self._ready) + len(self._due)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class WriteBudget:
+    """A token bucket shared by all reconcile threads: bounds the operator's API
+    writes per second, so ten thousand jobs reporting at once queue up in the
+    operator instead of overloading the API server."""
+
+    def __init__(
+        self, rate: float, burst: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = burst
+        self._at = clock()
+        self._lock = threading.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+
+    def try_take(self) -> bool:
+        """Take a token if one is there (for deferrable writes)."""
+        with self._lock:
+            self._refill()
+            if self._tokens >= 1 - _EPSILON:
+                self._tokens -= 1
+                return True
+            return False
+
+    def take(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Take a token, waiting for it (for writes that must go out)."""
+        while True:
+            with self._lock:
+                self._refill()
+                if self._tokens >= 1 - _EPSILON:
+                    self._tokens -= 1
+                    return
+                wait = (1 - self._tokens) / self.rate
+            sleep(wait)

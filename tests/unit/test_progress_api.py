@@ -1,0 +1,198 @@
+"""The progress endpoint's checks: tokens (missing, refused, of a pod that is
+not a worker, of another job's pod, stale), oversized and malformed bodies,
+and a flood from one pod rate-limited without touching others."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from kubetune_operator.cache import ClusterCache, WorkerPod
+from kubetune_operator.model import LABEL_JOB, LABEL_JOB_UID
+from kubetune_operator.progress_api import (
+    MAX_BODY,
+    PATH,
+    ProgressReceiver,
+    RateLimiter,
+    TokenCache,
+    pod_uid_from_review,
+    token_expiry,
+)
+
+AUD = "kubetune.io/progress"
+
+
+def review_for(pod_uid: str) -> dict[str, Any]:
+    return {
+        "authenticated": True,
+        "audiences": [AUD],
+        "user": {
+            "username": "system:serviceaccount:ns:default",
+            "extra": {"authentication.kubernetes.io/pod-uid": [pod_uid]},
+        },
+    }
+
+
+def a_pod(name: str, uid: str, job: str, job_uid: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": uid,
+            "labels": {LABEL_JOB: job, LABEL_JOB_UID: job_uid},
+        },
+        "status": {"phase": "Running"},
+    }
+
+
+def doc(run_id: str, iteration: int = 1) -> bytes:
+    return orjson.dumps(
+        {
+            "run_id": run_id,
+            "state": "running",
+            "iteration": iteration,
+            "last_result": {"training_iteration": iteration},
+            "updated": time.time(),
+        }
+    )
+
+
+class World:
+    def __init__(self) -> None:
+        self.cache = ClusterCache()
+        self.cache.put_pod(a_pod("a-worker-1", "pa", "a", "job-a"))
+        self.cache.put_pod(a_pod("b-worker-1", "pb", "b", "job-b"))
+        # token -> review status; "stale" is what the API answers for a token
+        # whose pod was deleted: not authenticated.
+        self.tokens = {"tok-a": review_for("pa"), "tok-b": review_for("pb")}
+        self.tokens["tok-stranger"] = review_for("p-unknown")
+        self.tokens["tok-wrong-aud"] = {**review_for("pa"), "audiences": ["https://kubernetes"]}
+        self.reviews: list[str] = []
+        self.reports: list[tuple[str, bytes]] = []
+
+    async def review(self, token: str) -> dict[str, Any]:
+        self.reviews.append(token)
+        return self.tokens.get(token, {"authenticated": False})
+
+    def on_report(self, pod: WorkerPod, raw: bytes, updated: float) -> None:
+        self.reports.append((pod.job_uid, raw))
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+async def _post(world: World, token: str | None, body: bytes) -> tuple[int, dict[str, Any]]:
+    receiver = ProgressReceiver(world.cache, world.review, world.on_report)
+    async with TestClient(TestServer(receiver.app())) as client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        resp = await client.post(PATH, data=body, headers=headers)
+        text = await resp.text()
+        return resp.status, (json.loads(text) if text else {})
+
+
+def post(world: World, token: str | None, body: bytes) -> tuple[int, dict[str, Any]]:
+    return asyncio.run(_post(world, token, body))
+
+
+def test_a_report_of_the_pods_own_job_is_accepted(world: World) -> None:
+    status, _ = post(world, "tok-a", doc("job-a", 3))
+    assert status == 204
+    assert [(uid, orjson.loads(raw)["iteration"]) for uid, raw in world.reports] == [("job-a", 3)]
+
+
+@pytest.mark.parametrize(
+    ("token", "body", "code", "reason"),
+    [
+        (None, doc("job-a"), 401, "no_token"),
+        ("tok-forged", doc("job-a"), 401, "bad_token"),
+        ("tok-wrong-aud", doc("job-a"), 401, "bad_token"),
+        ("tok-stranger", doc("job-a"), 403, "not_a_worker"),
+        ("tok-b", doc("job-a"), 403, "other_run"),  # b's pod reporting for a
+        ("tok-a", b"{not json", 400, "malformed"),
+        ("tok-a", b"[1, 2]", 400, "malformed"),
+        ("tok-a", orjson.dumps({"run_id": "job-a", "iteration": "many"}), 400, "malformed"),
+        ("tok-a", orjson.dumps({"run_id": "job-a", "latest_checkpoint": "x"}), 400, "malformed"),
+        ("tok-a", orjson.dumps({"run_id": "job-a", "iteration": 1}), 400, "malformed"),
+        ("tok-a", b"x" * (MAX_BODY + 1), 413, "too_large"),
+    ],
+)
+def test_bad_reports_are_refused_and_never_reach_status(
+    world: World, token: str | None, body: bytes, code: int, reason: str
+) -> None:
+    status, answer = post(world, token, body)
+    assert (status, answer.get("reason")) == (code, reason)
+    assert world.reports == []
+
+
+async def _flood(world: World) -> tuple[list[int], int]:
+    receiver = ProgressReceiver(world.cache, world.review, world.on_report)
+    async with TestClient(TestServer(receiver.app())) as client:
+        codes = []
+        for i in range(60):
+            resp = await client.post(
+                PATH, data=doc("job-a", i), headers={"Authorization": "Bearer tok-a"}
+            )
+            codes.append(resp.status)
+        other = await client.post(
+            PATH, data=doc("job-b"), headers={"Authorization": "Bearer tok-b"}
+        )
+        return codes, other.status
+
+
+def test_a_flood_from_one_pod_is_limited_without_starving_others(world: World) -> None:
+    codes, other = asyncio.run(_flood(world))
+    assert codes.count(204) >= 20 and codes.count(429) >= 30
+    assert other == 204
+    assert world.reviews.count("tok-a") == 1  # reviewed once, then cached
+
+
+def test_review_parsing() -> None:
+    assert pod_uid_from_review(review_for("p1"), AUD) == "p1"
+    assert pod_uid_from_review({"authenticated": False}, AUD) is None
+    human = review_for("p1")
+    human["user"]["username"] = "alice"
+    assert pod_uid_from_review(human, AUD) is None
+    unbound = review_for("p1")
+    unbound["user"]["extra"] = {}
+    assert pod_uid_from_review(unbound, AUD) is None
+
+
+def test_token_cache_keeps_a_review_until_the_token_expires() -> None:
+    now = [1000.0]
+    exp = 1100
+    payload = base64.urlsafe_b64encode(json.dumps({"exp": exp}).encode()).decode().rstrip("=")
+    token = f"h.{payload}.s"
+    assert token_expiry(token) == exp
+    calls: list[str] = []
+
+    async def review(t: str) -> dict[str, Any]:
+        calls.append(t)
+        return review_for("p1")
+
+    cache = TokenCache(review, clock=lambda: now[0])
+
+    async def twice() -> None:
+        assert await cache.pod_uid(token) == "p1"
+        assert await cache.pod_uid(token) == "p1"
+        now[0] = exp + 1
+        assert await cache.pod_uid(token) == "p1"
+
+    asyncio.run(twice())
+    assert len(calls) == 2  # reviewed again once expired
+
+
+def test_rate_limiter_refills() -> None:
+    now = [0.0]
+    rl = RateLimiter(rate=2, burst=2, clock=lambda: now[0])
+    assert [rl.allow("p") for _ in range(3)] == [True, True, False]
+    now[0] += 0.5
+    assert rl.allow("p") and not rl.allow("p")

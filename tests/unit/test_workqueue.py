@@ -1,0 +1,104 @@
+"""The work queue's contract: coalescing, never two reconciles of one key at a
+time, delays (an earlier schedule wins), backoff, and the write budget."""
+
+from __future__ import annotations
+
+import threading
+
+from kubetune_operator.workqueue import WorkQueue, WriteBudget
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_many_adds_of_one_key_coalesce() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    for _ in range(1000):
+        q.add("a")
+    q.add("b")
+    assert q.depth() == 2
+    assert [q.get(timeout=0), q.get(timeout=0), q.get(timeout=0)] == ["a", "b", None]
+
+
+def test_a_key_added_while_processing_runs_once_more_after() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    q.add("a")
+    assert q.get(timeout=0) == "a"
+    q.add("a")
+    q.add("a")
+    assert q.get(timeout=0) is None  # never handed out twice at the same time
+    q.done("a")
+    assert q.get(timeout=0) == "a"
+    q.done("a")
+    assert q.get(timeout=0) is None
+
+
+def test_delays_and_the_earliest_schedule_wins() -> None:
+    clock = Clock()
+    q: WorkQueue[str] = WorkQueue(clock=clock)
+    q.add("a", 10)
+    q.add("a", 5)
+    q.add("a", 30)
+    assert q.get(timeout=0) is None
+    clock.now += 5
+    assert q.get(timeout=0) == "a"
+    q.done("a")
+    clock.now += 30
+    assert q.get(timeout=0) is None  # the later schedules were superseded
+
+
+def test_an_immediate_add_beats_a_delay() -> None:
+    clock = Clock()
+    q: WorkQueue[str] = WorkQueue(clock=clock)
+    q.add("a", 60)
+    q.add("a")
+    assert q.get(timeout=0) == "a"
+
+
+def test_backoff_doubles_and_is_capped_and_forgotten() -> None:
+    q: WorkQueue[str] = WorkQueue(clock=Clock(), backoff_base_s=1, backoff_max_s=8)
+    delays = [q.retry_later("a") for _ in range(6)]
+    assert delays == [1, 2, 4, 8, 8, 8]
+    q.forget("a")
+    assert q.retry_later("a") == 1
+
+
+def test_get_blocks_until_an_add() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    got: list[str | None] = []
+    t = threading.Thread(target=lambda: got.append(q.get(timeout=5)))
+    t.start()
+    q.add("x")
+    t.join(5)
+    assert got == ["x"]
+
+
+def test_close_wakes_waiters() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    t = threading.Thread(target=q.get)
+    t.start()
+    q.close()
+    t.join(5)
+    assert not t.is_alive()
+
+
+def test_write_budget_bounds_the_rate() -> None:
+    clock = Clock()
+    budget = WriteBudget(rate=10, burst=5, clock=clock)
+    assert sum(budget.try_take() for _ in range(20)) == 5
+    clock.now += 1
+    assert sum(budget.try_take() for _ in range(20)) == 5  # refilled to the burst only
+
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        clock.now += s
+
+    budget.take(sleep)
+    assert slept and abs(sum(slept) - 0.1) < 1e-9
