@@ -176,6 +176,8 @@ class Controller:
             STATUS_WRITES.inc()
             self.cache.put_job(written)
             self._note_progress_written(job.uid)
+            if decision.status.get("phase") != phase:
+                log.info("[%s/%s] %s -> %s", *key, phase, decision.status.get("phase"))
         elif acts and not self._cache_is_current(key, body):
             return 0.0  # the cache was behind; decide again from the fresh read
 

@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     # Even in verbose mode, the HTTP and AWS libraries' debug lines are noise.
     for noisy in ("urllib3", "botocore", "boto3", "s3transfer", "kubernetes"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # kopf logs each handled watch event ("Handler ... succeeded"): thousands of
+    # lines a minute at scale, and nothing our own lines do not say better.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     # One replica (Recreate) is the deployment model: kopf peering is not leader
     # election, so we run standalone rather than freeze beside a stray peer.
     kopf.run(

@@ -35,6 +35,10 @@ BUCKET = "kubetune-e2e"
 SECRET = "s3-credentials"
 # Namespaces the chart-installed operator owns; the test operator process skips them.
 HELM_NAMESPACE_PREFIX = "kubetune-helm-"
+# The test operator's endpoints (pods are local processes: 127.0.0.1 reaches it),
+# away from the defaults a demo or benchmark operator uses.
+PROGRESS_PORT = 18470
+METRICS_PORT = 18471
 
 
 def cluster_env() -> dict[str, str]:
@@ -93,7 +97,10 @@ class OperatorProcess:
                 # (installed by the chart) must have its jobs to itself. One
                 # pattern: kopf ORs separate --namespace patterns together, and
                 # a leading "!" glob implies "everything but".
-                f"--namespace=!{HELM_NAMESPACE_PREFIX}*",
+                # The scale benchmark's namespaces have their own operator too.
+                f"--namespace=!{HELM_NAMESPACE_PREFIX}*,!bench-*",
+                f"--progress-listen=127.0.0.1:{PROGRESS_PORT}",
+                f"--metrics-listen=127.0.0.1:{METRICS_PORT}",
             ],
             cwd=REPO,
             env=env,

@@ -131,7 +131,9 @@ def test_helm_install_runs_a_job_with_least_privilege(
     watch = f"watchNamespaces={json.dumps([ns])}"
     # Pods share the host's network here: a free port keeps the liveness
     # endpoint clear of anything else listening on the chart's default.
-    health_port = free_port()
+    health_port, progress_port, metrics_port = free_port(), free_port(), free_port()
+    # No Service routing here either: workers reach the operator's own port.
+    progress_url = f"http://127.0.0.1:{progress_port}/v1alpha1/progress"
     helm(
         cluster,
         "install",
@@ -142,7 +144,8 @@ def test_helm_install_runs_a_job_with_least_privilege(
         "--set-json",
         watch,
         "--set",
-        f"verbose=true,livenessProbe.port={health_port}",
+        f"verbose=true,livenessProbe.port={health_port},progress.port={progress_port},"
+        f"metrics.port={metrics_port},progress.url={progress_url}",
     )
     installed = True
     try:
@@ -160,6 +163,8 @@ def test_helm_install_runs_a_job_with_least_privilege(
             ("update", "trainablejobs.kubetune.io", ns): False,
             ("get", "secrets", "default"): False,
             ("list", "secrets", None): False,
+            # Worker tokens sent with progress reports are checked by the API.
+            ("create", "tokenreviews.authentication.k8s.io", None): True,
         }
         wrong = [
             f"{verb} {resource} in {where or 'all namespaces'}: expected {'yes' if want else 'no'}"
@@ -227,11 +232,17 @@ def test_helm_install_runs_a_job_with_least_privilege(
         mounts = [m.mount_path for c in worker.spec.containers for m in c.volume_mounts or []]
         assert "/var/run/secrets/kubernetes.io/serviceaccount" not in mounts
 
-        # The installed operator reconciled this job (each reconcile reads the
-        # job, its pods, its Secret and its progress, and writes status when it
-        # changed), and nothing it did was refused by RBAC.
-        handled = f"[{ns}/{JOB}] Timer 'reconcile_timer' succeeded"
+        # The installed operator ran this job to its end, the worker's progress
+        # reports reached it (each checked with a TokenReview, which its RBAC
+        # allows), and nothing it did was refused by RBAC.
+        handled = f"[{ns}/{JOB}] Running -> Succeeded"
         assert handled in op_logs, op_logs[-4000:]
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        accepted = re.search(
+            r'kubetune_progress_reports_total\{outcome="accepted"\} (\S+)', metrics
+        )
+        assert accepted and float(accepted.group(1)) > 0, metrics[-3000:]
         forbidden = [line for line in op_logs.splitlines() if FORBIDDEN.search(line)]
         assert not forbidden, "\n".join(forbidden[:20])
 

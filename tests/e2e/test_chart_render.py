@@ -108,6 +108,7 @@ NAMESPACED_RULES = {
 CLUSTER_RULES = {
     ("", "namespaces"): {"list", "watch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+    ("authentication.k8s.io", "tokenreviews"): {"create"},
 }
 
 
@@ -144,7 +145,13 @@ def test_server_accepts_the_rendered_chart(cluster: Any, namespace: str) -> None
         text = render(*sets, namespace=namespace, crds=True)
         proc = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=text, check=False)
         assert proc.returncode == 0, f"{sets}: {proc.stderr}"
-        for kind in ("deployment.apps", "serviceaccount", "clusterrole.rbac.authorization.k8s.io"):
+        kinds = (
+            "deployment.apps",
+            "service",
+            "serviceaccount",
+            "clusterrole.rbac.authorization.k8s.io",
+        )
+        for kind in kinds:
             assert f"{kind}/" in proc.stdout, proc.stdout
         if sets:
             created = proc.stdout.splitlines()
@@ -177,6 +184,7 @@ def test_operator_account_can_do_its_job_and_no_more(cluster: Any, namespace: st
             ("create", "events.events.k8s.io", *here),
             ("list", "namespaces"),
             ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
+            ("create", "tokenreviews.authentication.k8s.io"),
         ]
         denied = [
             ("list", "secrets", *here),  # only the Secret a job names, by name

@@ -57,3 +57,14 @@ gets a Role in each instead of cluster-wide rights. Globs and exclusions
 {{- end -}}
 {{- ternary "true" "false" $plain -}}
 {{- end -}}
+
+{{/*
+The URL worker pods push progress to: the Service unless progress.url says otherwise.
+*/}}
+{{- define "kubetune.progressURL" -}}
+{{- if .Values.progress.url -}}
+{{- .Values.progress.url -}}
+{{- else -}}
+{{- printf "http://%s.%s.svc:%v/v1alpha1/progress" (include "kubetune.fullname" .) .Release.Namespace .Values.progress.port -}}
+{{- end -}}
+{{- end }}
