@@ -48,7 +48,17 @@ def api() -> kubernetes.client.ApiClient:
 
 
 def _raw(response: Any) -> Any:
-    return json.loads(response.data)
+    return json.loads(_drained(response))
+
+
+def _drained(response: Any) -> bytes:
+    """The body of a response read with _preload_content=False, with its
+    connection handed back to the pool: urllib3 keeps an unreleased one out of
+    the pool, and every later request would pay a new TLS handshake."""
+    try:
+        return bytes(response.data)
+    finally:
+        response.release_conn()
 
 
 @contextlib.contextmanager
@@ -111,7 +121,7 @@ def create_pod(namespace: str, pod: dict[str, Any]) -> bool:
     core = kubernetes.client.CoreV1Api(api())
     try:
         with _counted("create", "pods"):
-            core.create_namespaced_pod(namespace, cast(Any, pod), _preload_content=False)
+            _drained(core.create_namespaced_pod(namespace, cast(Any, pod), _preload_content=False))
         return True
     except ValueError as exc:  # the client validates the pod before sending it
         raise Rejected(" ".join(str(exc).split())[:512]) from exc
@@ -135,7 +145,7 @@ def delete_pod(namespace: str, name: str) -> None:
     core = kubernetes.client.CoreV1Api(api())
     try:
         with _counted("delete", "pods"):
-            core.delete_namespaced_pod(name, namespace, _preload_content=False)
+            _drained(core.delete_namespaced_pod(name, namespace, _preload_content=False))
     except ApiException as exc:
         if exc.status != 404:
             raise
@@ -197,7 +207,7 @@ def remove_finalizer(namespace: str, name: str, finalizers: list[str], finalizer
     ]
     try:
         with _counted("patch", PLURAL):
-            objects.patch_namespaced_custom_object(
+            response = objects.patch_namespaced_custom_object(
                 API_GROUP,
                 API_VERSION,
                 namespace,
@@ -207,6 +217,7 @@ def remove_finalizer(namespace: str, name: str, finalizers: list[str], finalizer
                 _content_type="application/json-patch+json",
                 _preload_content=False,
             )
+            _drained(response)
     except ApiException as exc:
         if exc.status not in (404, 409, 422):
             raise
