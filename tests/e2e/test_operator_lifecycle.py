@@ -62,6 +62,9 @@ def test_job_runs_to_complete_with_status_and_checkpoint_in_s3(job_ns: str, s3: 
     job = get_job(job_ns, "quick")
     status = job["status"]
     assert job["metadata"]["generation"] == 1  # the operator never writes spec
+    # ... nor metadata: no finalizer, no bookkeeping annotation (GitOps sees no drift).
+    assert not job["metadata"].get("finalizers")
+    assert not [a for a in job["metadata"].get("annotations") or {} if "kubetune.io" in a]
     assert status["phase"] == "Succeeded" and status["iteration"] == 12
     assert status["lastResult"]["training_iteration"] == 12
     latest = status["latestCheckpoint"]
