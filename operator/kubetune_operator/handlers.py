@@ -71,6 +71,20 @@ def endpoints() -> Endpoints:
     )
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """We register no change handlers, so kopf needs no last-handled state; its
+    default storage would still deep-copy every body on every event."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 CONTROLLER = Controller(controller_settings())
 _runners: list[web.AppRunner] = []
 
@@ -80,9 +94,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf's own bookkeeping (if any) lives in annotations with our prefix,
     # never in status: status belongs to the state machine alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=API_GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     # Silent watch stalls are a known kopf failure mode (nolar/kopf#585, #957):
     # ask the server to end each watch after 5 min and give up on a silent one.
     # A watch ended this way resumes from its resourceVersion (no re-listing).
