@@ -115,9 +115,10 @@ def test_resume_gives_the_function_its_checkpoint(tmp_path):
     go(tmp_path, counting, config={"steps": 7, "every": 3})  # checkpoints at iterations 3, 6
     out = go(tmp_path, counting, config={"steps": 9, "every": 3})
     rows = results(tmp_path)
-    assert [r["training_iteration"] for r in rows] == [1, 2, 3, 4, 5, 6, 7, 7, 8, 9]
-    assert [r["step"] for r in rows[7:]] == [6, 7, 8]
-    assert rows[7]["iterations_since_restore"] == 1
+    # The resumed run's iteration 7 replaces the first run's: each iteration once.
+    assert [r["training_iteration"] for r in rows] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert [r["step"] for r in rows[6:]] == [6, 7, 8]
+    assert rows[6]["iterations_since_restore"] == 1
     assert out.restored_from.endswith("checkpoint_000006")
 
 

@@ -8,6 +8,7 @@ import json
 import math
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,8 @@ import kubetune
 from kubetune import protocol
 from kubetune.display import LiveLine, PlainLines, Reporter, make_reporter, summarize
 from kubetune.persist import Persister, ResultEncoder
-from kubetune.storage import StorageError
+from kubetune.results import read_result_bytes
+from kubetune.storage import Storage, StorageError
 
 
 @pytest.fixture(autouse=True)
@@ -73,22 +75,70 @@ def test_lines_are_strict_json():
     assert "unserializable_result" in json.loads(enc.line(loop))
 
 
-class MemoryStore:
-    """RunStore's surface the Persister uses, in memory."""
+class MemoryStorage(Storage):
+    """S3's semantics in a dict: objects are written whole, never grown in place."""
+
+    uri = "mem://run"
 
     def __init__(self, fail_after: int | None = None) -> None:
-        self.results = b""
-        self.progress: list[dict[str, Any]] = []
+        self.objects: dict[str, bytes] = {}
         self.fail_after = fail_after
-        self.storage = self
+        self.writes: list[tuple[str, int]] = []
 
-    def append_bytes(self, path: str, data: bytes) -> None:
-        assert path == protocol.RESULT_FILE
+    def _tick(self) -> None:
         if self.fail_after is not None:
             if self.fail_after <= 0:
                 raise StorageError("bucket vanished")
             self.fail_after -= 1
-        self.results += data
+
+    def check(self) -> None:
+        pass
+
+    def read_bytes(self, path: str) -> bytes | None:
+        return self.objects.get(path)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        self._tick()
+        self.writes.append((path, len(data)))
+        self.objects[path] = bytes(data)
+
+    def append_bytes(self, path: str, data: bytes) -> None:
+        raise AssertionError("results never append on a store that rewrites objects")
+
+    def list_dirs(self, prefix: str = "") -> list[str]:
+        raise NotImplementedError
+
+    def exists(self, path: str) -> bool:
+        return path in self.objects
+
+    def upload_dir(self, local_dir: Path, path: str) -> list[tuple[str, int]]:
+        raise NotImplementedError
+
+    def download_dir(self, path: str, local_dir: Path) -> None:
+        raise NotImplementedError
+
+    def delete_dir(self, path: str) -> None:
+        raise NotImplementedError
+
+    def list_files(self, prefix: str = "") -> list[tuple[str, int]]:
+        return sorted(
+            (k[len(prefix) :], len(v)) for k, v in self.objects.items() if k.startswith(prefix)
+        )
+
+    def delete(self, path: str) -> None:
+        self.objects.pop(path, None)
+
+
+class MemoryStore:
+    """RunStore's surface the Persister uses, in memory."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.storage = MemoryStorage(fail_after)
+        self.progress: list[dict[str, Any]] = []
+
+    @property
+    def results(self) -> bytes:
+        return read_result_bytes(self.storage)
 
     def write_progress(self, doc: dict[str, Any]) -> None:
         self.progress.append(doc)
@@ -103,18 +153,21 @@ def test_writer_thread_flushes_on_its_own_and_on_demand():
     while not store.results and time.monotonic() < deadline:
         time.sleep(0.01)
     assert store.results == b'{"i":1}\n'
+    assert protocol.RESULT_FILE not in store.storage.objects  # assembled at the end only
     p.submit_progress({"updated": 1.0, "state": "running"})
     time.sleep(0.4)  # the heartbeat rewrites the last document with a fresh time
     assert store.progress[0]["updated"] == 1.0 and store.progress[-1]["updated"] > 1.0
     p.add({"i": 2})
     p.close()
     assert store.results.decode().splitlines() == ['{"i":1}', '{"i":2}']
+    assert store.storage.objects[protocol.RESULT_FILE] == b'{"i":1}\n{"i":2}\n'
 
 
 def test_a_write_error_is_kept_for_the_loop():
-    store = MemoryStore(fail_after=0)
+    store = MemoryStore()
     p = Persister(store, interval_s=0.01)
     p.start()
+    store.storage.fail_after = 0
     p.add({"i": 1})
     deadline = time.monotonic() + 5
     while p.error is None and time.monotonic() < deadline:
@@ -122,7 +175,7 @@ def test_a_write_error_is_kept_for_the_loop():
     assert isinstance(p.error, StorageError)
     with pytest.raises(StorageError):
         p.close()
-    store.fail_after = None  # the store is back: nothing was lost
+    store.storage.fail_after = None  # the store is back: nothing was lost
     p.flush()
     assert store.results == b'{"i":1}\n' and p.error is None
 

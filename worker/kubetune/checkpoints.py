@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kubetune.progress import encode_progress
 from kubetune.protocol import (
     CHECKPOINT_MANIFEST,
     PARAMS_FILE,
@@ -258,7 +259,14 @@ class RunStore:
         self.storage.append_bytes(RESULT_FILE, lines.encode())
 
     def write_progress(self, progress: dict[str, Any]) -> None:
-        self.storage.write_bytes(PROGRESS_FILE, json.dumps(progress, default=str).encode())
+        self.storage.write_bytes(PROGRESS_FILE, encode_progress(progress))
+
+    def read_results(self) -> list[dict[str, Any]]:
+        """Every result of the run, each iteration once, up to the worker's last
+        flush (kubetune.results.read_results)."""
+        from kubetune.results import read_results
+
+        return read_results(self.storage)
 
     def read_progress(self) -> dict[str, Any] | None:
         raw = self.storage.read_bytes(PROGRESS_FILE)

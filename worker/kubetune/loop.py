@@ -42,6 +42,7 @@ from kubetune.outcome import (
 from kubetune.persist import Persister
 from kubetune.policy import wants_checkpoint
 from kubetune.progress import RUNNING, build_progress
+from kubetune.push import ProgressPusher
 from kubetune.result import RESULT_DUPLICATE, TRIAL_INFO, TrialInfo, lookup
 from kubetune.stopping import StopCriteria
 from kubetune.storage import StorageError, open_storage
@@ -155,7 +156,10 @@ class Runner(FunctionDriver):
         self.store, self._claimed = store, True
         # Started first so that any failure from here on ends with a final progress file.
         self.persister = Persister(
-            store, interval_s=self.opts.flush_interval_s, heartbeat_s=self.opts.heartbeat_s
+            store,
+            interval_s=self.opts.flush_interval_s,
+            heartbeat_s=self.opts.heartbeat_s,
+            pusher=ProgressPusher.from_env(),
         )
         self.persister.start()
         store.write_params(self.opts.config)
@@ -187,6 +191,8 @@ class Runner(FunctionDriver):
         if self.source is not None:
             reached = self.criteria.met_by(self.source.metrics)
             if reached:
+                assert self.persister is not None
+                self.persister.begin(self.source.iteration)
                 self.iteration = self.source.iteration
                 self.last_result = dict(self.source.metrics)
                 self.restored_from = self.source.path
@@ -236,6 +242,9 @@ class Runner(FunctionDriver):
         if self.source is not None:
             self._restore(instance, self.source)
         self.iteration = instance.iteration
+        assert self.persister is not None
+        # Results after this iteration replace what an earlier attempt stored.
+        self.persister.begin(self.iteration)
         self._next_tick = 0.0
         if self.is_function:
             assert isinstance(instance, FunctionTrainable)
@@ -379,7 +388,7 @@ class Runner(FunctionDriver):
     # --- checkpoints, progress -----------------------------------------------------
     def _commit(self, folder: str, iteration: int, result: dict[str, Any]) -> CheckpointInfo:
         assert self.store is not None and self.persister is not None
-        self.persister.flush()  # result.json holds the checkpoint's iteration before it exists
+        self.persister.flush()  # the results hold the checkpoint's iteration before it exists
         info = self.store.commit_checkpoint(Path(folder), iteration, result)
         self.book = [c for c in self.book if c.iteration != iteration] + [info]
         self.book.sort(key=lambda c: c.iteration)
@@ -398,6 +407,7 @@ class Runner(FunctionDriver):
             self.book = [c for c in self.book if c.iteration not in deleted]
         self.reporter.event(f"checkpoint {info.path} (iteration {iteration})")
         self._submit_progress()
+        self.persister.checkpoint_committed()
         return info
 
     def _tick(self) -> None:

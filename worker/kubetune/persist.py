@@ -1,9 +1,10 @@
 """Results and progress written off the training thread: the loop encodes each
 result as a JSON line while it is still in the CPU cache and appends it to one
 byte buffer (no object per line stays alive: keeping a second's worth of
-them costs more than encoding); a writer thread appends the buffer to
-result.json at least every second and writes the progress file, so a slow
-object store never stalls a step."""
+them costs more than encoding); a writer thread stores the buffer as a new
+result segment (kubetune.results) at least every second and writes the
+progress file, then hands it to the progress pusher, so a slow object store
+or operator never stalls a step."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from typing import Any
 
 import orjson
 
-from kubetune import protocol
+from kubetune.progress import encode_progress
+from kubetune.push import ProgressPusher
+from kubetune.results import ResultLog
 
-# A slow store (S3 rewrites result.json on every append) gets a longer interval
-# so the writer does not spend all its time rewriting the same object.
+# A slow store gets a longer interval between segments (up to 4x its last
+# write time), so the writer does not spend all its time in small writes.
 _SLOW_STORE_FACTOR = 4.0
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 
@@ -76,7 +79,7 @@ class ResultEncoder:
 
 
 class Persister:
-    """Owns result.json appends and progress writes for one run.
+    """Owns result segments, result.json and progress writes (and pushes) for one run.
 
     The loop hands each result to `add` (encode, then extend `pending`: the only
     per-iteration cost). `flush()` writes synchronously (before a checkpoint,
@@ -89,10 +92,14 @@ class Persister:
         *,
         interval_s: float = 1.0,
         heartbeat_s: float = 30.0,
+        pusher: ProgressPusher | None = None,
+        results: ResultLog | None = None,
     ) -> None:
         self.pending = bytearray()
         self.error: BaseException | None = None
         self._store = store
+        self.results = results if results is not None else ResultLog(store.storage)
+        self._pusher = pusher
         self._encoder = ResultEncoder()
         encode, extend = self._encoder.line, self.pending.extend
 
@@ -106,18 +113,41 @@ class Persister:
         self._slot = threading.Lock()  # guards _progress only: never blocks the loop long
         self._wake = threading.Event()
         self._closing = False
+        self._assemble = False  # a checkpoint was committed: result.json if cheap
         self._progress: dict[str, Any] | None = None
         self._last_doc: dict[str, Any] | None = None
+        self._last_body: bytes | None = None
         self._last_doc_at = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="kubetune-persist", daemon=True)
 
     def start(self) -> None:
+        """Read the run's result segments (to continue them), then start the threads."""
+        self.results.open()
+        if self._pusher is not None:
+            self._pusher.start()
         self._thread.start()
+
+    def begin(self, iteration: int) -> None:
+        """An attempt continues after `iteration` (a restored checkpoint's, 0 from
+        the start): results stored for later iterations are superseded, and
+        lines still pending from a failed attempt (all beyond it) are dropped."""
+        with self._lock:
+            n = len(self.pending)
+            if n and self.results.next_iteration > iteration:
+                del self.pending[:n]
+            elif n:
+                self._write_results()
+            self.results.begin(iteration)
 
     def submit_progress(self, doc: dict[str, Any]) -> None:
         """Hand over a progress document; the thread writes it at once."""
         with self._slot:
             self._progress = doc
+        self._wake.set()
+
+    def checkpoint_committed(self) -> None:
+        """The thread assembles result.json if that is cheap now (see ResultLog)."""
+        self._assemble = True
         self._wake.set()
 
     def flush(self) -> None:
@@ -130,12 +160,25 @@ class Persister:
             self.error = None
 
     def close(self) -> None:
-        """Stop the thread, then flush what is left (errors propagate)."""
+        """Stop the thread, write what is left, assemble result.json, write the
+        last progress document, then push it synchronously (errors propagate,
+        and then nothing is pushed)."""
         self._closing = True
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=60)
-        self.flush()
+        try:
+            with self._lock:
+                self._write_results()
+                self.results.finish()
+                self._write_progress(push=False)
+                self.error = None
+        except BaseException:
+            if self._pusher is not None:
+                self._pusher.close(None)
+            raise
+        if self._pusher is not None:
+            self._pusher.close(self._last_body)
 
     def _write_results(self) -> None:
         n = len(self.pending)
@@ -144,10 +187,10 @@ class Persister:
         # Write the first n bytes, then drop them: lines added meanwhile stay for
         # next time, and a failed write keeps its lines for a retry. (A slice, not
         # a memoryview: an export would make the loop's extend() fail.)
-        self._store.storage.append_bytes(protocol.RESULT_FILE, bytes(self.pending[:n]))
+        self.results.append(bytes(self.pending[:n]))
         del self.pending[:n]
 
-    def _write_progress(self) -> None:
+    def _write_progress(self, push: bool = True) -> None:
         with self._slot:
             doc, self._progress = self._progress, None
         if doc is None:
@@ -155,8 +198,11 @@ class Persister:
                 return
             # Long steps: refresh `updated` so the operator sees the worker is alive.
             doc = {**self._last_doc, "updated": time.time()}
+        body = encode_progress(doc)
         self._store.write_progress(doc)
-        self._last_doc, self._last_doc_at = doc, time.monotonic()
+        self._last_doc, self._last_body, self._last_doc_at = doc, body, time.monotonic()
+        if push and self._pusher is not None:
+            self._pusher.offer(body)
 
     def _run(self) -> None:
         next_results = time.monotonic() + self._interval
@@ -167,6 +213,9 @@ class Persister:
                 return
             try:
                 with self._lock:
+                    # Progress first: a push waits for one write at most, never
+                    # for a slow segment write or a result.json assembly.
+                    self._write_progress()
                     start = time.monotonic()
                     if start >= next_results:
                         self._write_results()
@@ -174,7 +223,9 @@ class Persister:
                         next_results = time.monotonic() + max(
                             self._interval, _SLOW_STORE_FACTOR * took
                         )
-                    self._write_progress()
+                    if self._assemble:
+                        self._assemble = False
+                        self.results.assemble_if_cheap()
             except BaseException as exc:  # handed to the loop, which ends the run
                 self.error = exc
                 return

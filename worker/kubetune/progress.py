@@ -3,6 +3,7 @@ a pure function of the loop's state so its shape is pinned in one place."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -108,3 +109,8 @@ def build_progress(
         "restored_from": restored_from,
         "failures": failures,
     }
+
+
+def encode_progress(doc: dict[str, Any]) -> bytes:
+    """The progress file's bytes, also the body of a progress push."""
+    return json.dumps(doc, default=str).encode()

@@ -53,6 +53,9 @@ RUN_FILE = ".kubetune/run.json"
 # Overwritten by the worker as it goes: last result, latest/best/kept
 # checkpoints, state. The operator reads only this to fill the job's status.
 PROGRESS_FILE = ".kubetune/progress.json"
+# The results as the worker writes them: immutable segments, read with
+# kubetune.results.read_results (result.json is assembled from them).
+RESULTS_DIR = ".kubetune/results/"
 
 # Where the worker writes its one-line reason on exit; the node agent (like the
 # kubelet) copies it into containerStatuses[].state.terminated.message.

@@ -9,7 +9,24 @@ complete checkpoints, pruning) live in `kubetune.checkpoints`, on top of this.
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Part of an object to compose: a whole stored object (`path`, `size`), or
+    bytes in memory (`data`). A stored object whose bytes are also at hand
+    gives both; the backend picks the cheaper."""
+
+    path: str | None = None
+    size: int = 0
+    data: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if self.path is None and self.data is None:
+            raise ValueError("a piece needs a path or data")
 
 
 class StorageError(Exception):
@@ -21,6 +38,9 @@ class Storage(abc.ABC):
     """A folder of objects: a local directory or an S3 prefix."""
 
     uri: str  # the root, as the user wrote it (a path, file://..., or s3://bucket/prefix)
+    # True where append_bytes grows a file in place (a local disk); False where it
+    # rewrites the object (S3), so a growing file must be kept another way.
+    appends_in_place = False
 
     @abc.abstractmethod
     def check(self) -> None:
@@ -67,6 +87,27 @@ class Storage(abc.ABC):
     def delete(self, path: str) -> None:
         """Remove one object; no error when it does not exist."""
 
+    def size(self, path: str) -> int | None:
+        """The object's size in bytes, or None when it does not exist."""
+        for name, size in self.list_files(path.rpartition("/")[0]):
+            if name == path.rpartition("/")[2]:
+                return size
+        return None
+
+    def delete_many(self, paths: Iterable[str]) -> None:
+        """Remove objects; no error for those that do not exist."""
+        for path in paths:
+            self.delete(path)
+
+    def compose(self, path: str, pieces: Sequence[Piece]) -> int:
+        """Write one object made of pieces, in order, atomically (readers see the
+        old object or the whole new one). Returns its size. This fallback reads
+        the stored pieces and writes the whole; S3 copies large pieces on the
+        server instead."""
+        data = b"".join(read_piece(self, p) for p in pieces)
+        self.write_bytes(path, data)
+        return len(data)
+
     def write_bytes_if_absent(self, path: str, data: bytes) -> bool:
         """Create an object only if none exists; False when one already did.
 
@@ -79,3 +120,13 @@ class Storage(abc.ABC):
 
     def child_uri(self, path: str) -> str:
         return self.uri.rstrip("/") + "/" + path.strip("/")
+
+
+def read_piece(storage: Storage, piece: Piece) -> bytes:
+    if piece.data is not None:
+        return piece.data
+    assert piece.path is not None
+    data = storage.read_bytes(piece.path)
+    if data is None:
+        raise StorageError(f"{storage.child_uri(piece.path)} vanished while it was being copied")
+    return data

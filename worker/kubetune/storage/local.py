@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -18,6 +19,8 @@ _TMP_PREFIX = ".kubetune-tmp-"
 
 class LocalStorage(Storage):
     """A folder, given as a plain path or a file:// URI, created on demand."""
+
+    appends_in_place = True
 
     def __init__(self, uri: str) -> None:
         raw = uri[len("file://") :] if uri.startswith("file://") else uri
@@ -95,6 +98,13 @@ class LocalStorage(Storage):
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "ab") as f:
             f.write(data)
+
+    def size(self, path: str) -> int | None:
+        try:
+            st = self._path(path).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     def list_dirs(self, prefix: str = "") -> list[str]:
         try:

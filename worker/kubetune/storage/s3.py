@@ -9,9 +9,8 @@ endpoint fails a job in seconds instead of hanging it.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,17 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from kubetune.storage.base import Storage, StorageError
+from kubetune.storage.base import Piece, Storage, StorageError, read_piece
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
+# S3's multipart rules: every part but the last at least 5 MiB, a copied part at
+# most 5 GiB, at most 10,000 parts.
+MIN_PART = 5 * MiB
+MAX_COPY_PART = 5 * GiB
+MAX_PARTS = 10_000
+# Bytes gathered in memory for one uploaded part of a composed object.
+_DATA_PART = 64 * MiB
 
 # Error codes that mean "the server refused who we are", whatever the reason.
 _CREDENTIAL_CODES = frozenset(
@@ -161,15 +168,6 @@ class S3Storage(Storage):
             preferred_transfer_client="classic",
         )
 
-    def at(self, uri: str) -> S3Storage:
-        """The same client (connections, credentials, endpoint) on another
-        s3:// prefix: a boto3 client costs ~100 ms and a few MiB to build, so
-        a process that reads many run folders shares one per endpoint."""
-        other = copy.copy(self)
-        other.bucket, other.prefix = parse_s3_uri(uri)
-        other.uri = f"s3://{other.bucket}/{other.prefix}" if other.prefix else f"s3://{other.bucket}"
-        return other
-
     # --- helpers
 
     def _key(self, path: str) -> str:
@@ -254,9 +252,137 @@ class S3Storage(Storage):
         return super().write_bytes_if_absent(path, data)
 
     def append_bytes(self, path: str, data: bytes) -> None:
-        # S3 objects cannot grow: read and rewrite. Callers batch results.
+        # S3 objects cannot grow: read and rewrite. Results do not use this
+        # (kubetune.results writes segments); it stays for small files.
         old = self.read_bytes(path) or b""
         self.write_bytes(path, old + data)
+
+    def size(self, path: str) -> int | None:
+        key = self._key(path)
+        with self._errors(f"head {key}"):
+            try:
+                resp = self._client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                    return None
+                raise
+            return int(resp["ContentLength"])
+
+    def delete_many(self, paths: Iterable[str]) -> None:
+        keys = [self._key(p) for p in paths]
+        with self._errors(f"delete {len(keys)} objects"):
+            for i in range(0, len(keys), 1000):
+                batch = [{"Key": k} for k in keys[i : i + 1000]]
+                resp = self._client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                )
+                errors = resp.get("Errors") or []
+                if errors:
+                    first = errors[0]
+                    raise StorageError(
+                        f"cannot delete s3://{self.bucket}/{first.get('Key')} at "
+                        f"{self.endpoint}: {first.get('Code')} {first.get('Message', '')}".rstrip()
+                    )
+
+    def compose(self, path: str, pieces: Sequence[Piece]) -> int:
+        """One multipart upload: stored pieces of 5 MiB and more are copied on the
+        server (UploadPartCopy), so the client sends only the small pieces; a
+        whole object under 5 MiB is one PutObject. A server without
+        UploadPartCopy gets the read-and-write fallback."""
+        plan = self._plan(pieces)
+        total = sum(n for _kind, _src, n in plan)
+        if len(plan) <= 1 and all(kind == "data" for kind, _src, _n in plan):
+            data = plan[0][1] if plan else b""
+            assert isinstance(data, bytes)
+            self.write_bytes(path, data)
+            return total
+        if len(plan) > MAX_PARTS:
+            return self._compose_in_stages(path, plan)
+        try:
+            self._multipart(path, plan)
+        except StorageError as exc:
+            if "NotImplemented" not in str(exc) and "501" not in str(exc):
+                raise
+            return super().compose(path, pieces)
+        return total
+
+    def _plan(self, pieces: Sequence[Piece]) -> list[tuple[str, Any, int]]:
+        """("copy", key, size) and ("data", bytes, size) parts obeying S3's
+        rules: a copied part follows nothing or at least 5 MiB of data."""
+        plan: list[tuple[str, Any, int]] = []
+        buf = bytearray()
+        for piece in pieces:
+            copyable = piece.path is not None and piece.size >= MIN_PART
+            if copyable and (not buf or len(buf) >= MIN_PART):
+                if buf:
+                    plan.append(("data", bytes(buf), len(buf)))
+                    buf = bytearray()
+                assert piece.path is not None
+                plan.extend(_copy_ranges(self._key(piece.path), piece.size))
+                continue
+            buf += read_piece(self, piece)
+            if len(buf) >= _DATA_PART:
+                plan.append(("data", bytes(buf), len(buf)))
+                buf = bytearray()
+        if buf or not plan:
+            plan.append(("data", bytes(buf), len(buf)))
+        return plan
+
+    def _multipart(self, path: str, plan: list[tuple[str, Any, int]]) -> None:
+        key = self._key(path)
+        with self._errors(f"compose {key}"):
+            upload = self._client.create_multipart_upload(Bucket=self.bucket, Key=key)
+            upload_id = upload["UploadId"]
+            try:
+                parts = []
+                for number, (kind, src, _n) in enumerate(plan, start=1):
+                    if kind == "copy":
+                        src_key, first, last = src
+                        resp = self._client.upload_part_copy(
+                            Bucket=self.bucket,
+                            Key=key,
+                            UploadId=upload_id,
+                            PartNumber=number,
+                            CopySource={"Bucket": self.bucket, "Key": src_key},
+                            CopySourceRange=f"bytes={first}-{last}",
+                        )
+                        etag = resp["CopyPartResult"]["ETag"]
+                    else:
+                        resp = self._client.upload_part(
+                            Bucket=self.bucket,
+                            Key=key,
+                            UploadId=upload_id,
+                            PartNumber=number,
+                            Body=src,
+                        )
+                        etag = resp["ETag"]
+                    parts.append({"PartNumber": number, "ETag": etag})
+                self._client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+            except BaseException:
+                with contextlib.suppress(ClientError, BotoCoreError):
+                    self._client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id
+                    )
+                raise
+
+    def _compose_in_stages(self, path: str, plan: list[tuple[str, Any, int]]) -> int:
+        """More than 10,000 parts: compose groups into temporary objects (each
+        well over 5 MiB), then those into the target, all copied on the server."""
+        staged: list[Piece] = []
+        try:
+            for i in range(0, len(plan), MAX_PARTS // 2):
+                group = plan[i : i + MAX_PARTS // 2]
+                tmp = f"{path}.part-{len(staged):04d}.tmp"
+                self._multipart(tmp, group)
+                staged.append(Piece(path=tmp, size=sum(n for _k, _s, n in group)))
+            return self.compose(path, staged)
+        finally:
+            self.delete_many(p.path for p in staged if p.path is not None)
 
     def list_dirs(self, prefix: str = "") -> list[str]:
         base = self._dir_key(prefix)
@@ -343,6 +469,18 @@ class S3Storage(Storage):
 
     def _manager(self) -> Any:
         return create_transfer_manager(self._client, self._transfer_config)
+
+
+def _copy_ranges(key: str, size: int) -> list[tuple[str, Any, int]]:
+    """A stored object as copied parts of at most 5 GiB each, split evenly so
+    that none falls under 5 MiB."""
+    count = max(1, -(-size // MAX_COPY_PART))
+    step = -(-size // count)
+    out: list[tuple[str, Any, int]] = []
+    for first in range(0, size, step):
+        last = min(size, first + step) - 1
+        out.append(("copy", (key, first, last), last - first + 1))
+    return out
 
 
 def _code(exc: ClientError) -> str:
