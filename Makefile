@@ -58,4 +58,10 @@ bench: venv ## Loop overhead beside Ray (installs the bench extra)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) bench/loop_overhead.py
 
-.PHONY: help venv example demo lint unit e2e test cluster-build cluster-up cluster-down generate bench
+# e.g. make bench-scale BENCH_JOBS=300,1000 BENCH_OPERATOR=baseline BENCH_SCALE_ARGS='--hold 120'
+BENCH_JOBS ?= 1000,10000
+BENCH_OPERATOR ?= current
+bench-scale: venv cluster-up ## Operator at scale on kwok nodes (BENCH_JOBS=1000,10000 BENCH_OPERATOR=current|baseline)
+	$(PY) bench/scale.py --jobs $(BENCH_JOBS) --operator $(BENCH_OPERATOR) $(BENCH_SCALE_ARGS)
+
+.PHONY: help venv example demo lint unit e2e test cluster-build cluster-up cluster-down generate bench bench-scale

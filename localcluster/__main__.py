@@ -1,4 +1,5 @@
-"""Command line of the local cluster: `python -m localcluster up|down|status`."""
+"""Command line of the local cluster: `python -m localcluster up|down|status`,
+and `python -m localcluster kwok up|down|status` for the fake kwok nodes."""
 
 from __future__ import annotations
 
@@ -11,11 +12,16 @@ from localcluster.config import DEFAULT_NODES, Layout, parse_nodes
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["kwok"]:  # the scale benchmark's fake nodes (localcluster/kwok.py)
+        from localcluster import kwok
+
+        return kwok.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m localcluster",
         description="A real local Kubernetes cluster for the tests and the demo.",
     )
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "kwok"])
     parser.add_argument(
         "--nodes",
         default=os.environ.get("KUBETUNE_NODES", DEFAULT_NODES),

@@ -6,6 +6,7 @@ set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-v1.35.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.14}"
 VERSITYGW_VERSION="${VERSITYGW_VERSION:-v1.8.0}"
+KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"  # only for `build.sh kwok` (the scale benchmark)
 CACHE="${KUBETUNE_CACHE:-$HOME/.cache/kubetune}"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
@@ -97,13 +98,23 @@ build_versitygw() {
   GOBIN="$out" go install -trimpath -ldflags "-s -w" "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 }
 
+# kwok (fake nodes for the scale benchmark; not part of `all`): needs Go >= 1.26.
+build_kwok() {
+  local out="$CACHE/kwok-$KWOK_VERSION/bin"
+  if [[ -x "$out/kwok" ]]; then log "kwok $KWOK_VERSION: cached"; return; fi
+  mkdir -p "$out"
+  log "kwok $KWOK_VERSION: building"
+  GOBIN="$out" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+}
+
 start=$(date +%s)
 mkdir -p "$CACHE"
 case "${1:-all}" in
   kubernetes) build_kubernetes ;;
   etcd) build_etcd ;;
   s3) build_versitygw ;;
+  kwok) build_kwok ;;
   all) build_etcd; build_versitygw; build_kubernetes ;;
-  *) echo "usage: $0 [all|kubernetes|etcd|s3]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|kubernetes|etcd|s3|kwok]" >&2; exit 2 ;;
 esac
 log "finished in $(( $(date +%s) - start ))s; cache $CACHE uses $(du -sh "$CACHE" | cut -f1)"
