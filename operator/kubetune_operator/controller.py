@@ -227,7 +227,8 @@ class Controller:
                 pushed = report.progress()
             except (ValueError, TypeError):
                 pushed = None
-        if not self.book.needs_file_read(job.uid, worker, pod):
+        seen = bool(job.status.get("workerPodUID"))
+        if not self.book.needs_file_read(job.uid, worker, pod, seen):
             return pushed
         stored = storageio.read_progress(job, self._credentials(job))
         self.book.mark_read(job.uid, worker, pod)

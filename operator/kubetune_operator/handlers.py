@@ -114,7 +114,7 @@ async def _serve(where: Endpoints) -> None:
         return await loop.run_in_executor(None, kube.review_token, token, PROGRESS_AUDIENCE)
 
     def on_report(pod: WorkerPod, doc: bytes, updated: float) -> None:
-        if CONTROLLER.book.push(pod.job_uid, doc, updated):
+        if CONTROLLER.book.push(pod.job_uid, doc, updated, pod.view.name):
             CONTROLLER.progress_pushed(pod.job_key, pod.job_uid)
 
     if where.progress_listen:

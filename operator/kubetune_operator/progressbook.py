@@ -31,6 +31,7 @@ class Report:
     doc: bytes  # the progress document as pushed (compact JSON)
     updated: float  # the worker's clock in the document
     received: float  # our monotonic clock when it arrived
+    pod: str = ""  # the name of the worker pod that sent it
 
     def progress(self) -> Progress:
         return Progress.from_dict(orjson.loads(self.doc))
@@ -57,13 +58,13 @@ class ProgressBook:
         self._read_at: dict[str, float] = {}  # job uid -> last S3 read
         self._final_read: dict[str, str] = {}  # job uid -> pod name whose end was read
 
-    def push(self, job_uid: str, doc: bytes, updated: float) -> bool:
+    def push(self, job_uid: str, doc: bytes, updated: float, pod: str = "") -> bool:
         """Keep a pushed document if it is newer than the one kept; True if kept."""
         with self._lock:
             old = self._pushed.get(job_uid)
             if old is not None and old.updated > updated:
                 return False
-            self._pushed[job_uid] = Report(doc, updated, self._clock())
+            self._pushed[job_uid] = Report(doc, updated, self._clock(), pod)
             return True
 
     def pushed(self, job_uid: str) -> Report | None:
@@ -76,22 +77,31 @@ class ProgressBook:
             self._read_at.pop(job_uid, None)
             self._final_read.pop(job_uid, None)
 
-    def needs_file_read(self, job_uid: str, worker: str, pod: PodView | None) -> bool:
-        """Should this reconcile read the progress file? (see the module doc)"""
-        if pod is None or (pod.phase == "Pending" and not pod.deleting):
-            # Never ran (waiting for a node or GPUs), or gone: status already
-            # holds what earlier attempts reported; the end of a vanished pod
-            # is read once, below, through its name.
-            return bool(worker) and pod is None and self._unread_end(job_uid, worker)
+    def needs_file_read(
+        self, job_uid: str, worker: str, pod: PodView | None, seen: bool = True
+    ) -> bool:
+        """Should this reconcile read the progress file? (see the module doc)
+        `seen`: the current worker pod was seen by the operator (status holds
+        its uid), so a missing pod has gone rather than not been made yet."""
         with self._lock:
             read_at = self._read_at.get(job_uid)
             report = self._pushed.get(job_uid)
+        ended_reported = report is not None and report.pod == worker and _is_final(report)
+        if pod is None or (pod.phase == "Pending" and not pod.deleting):
+            # Never ran (waiting for a node or GPUs), or gone: status already
+            # holds what earlier attempts reported; a gone pod's end is read
+            # once, unless it pushed its final report.
+            return (
+                bool(worker)
+                and pod is None
+                and seen
+                and not ended_reported
+                and self._unread_end(job_uid, worker)
+            )
         if read_at is None and report is None:
             return True  # first sight since this operator started
         if pod.finished or pod.deleting:
-            return self._unread_end(job_uid, worker) and not (
-                report is not None and _is_final(report)
-            )
+            return not ended_reported and self._unread_end(job_uid, worker)
         last_heard = max(read_at or 0.0, report.received if report else 0.0)
         return self._clock() - last_heard >= self.silent_after_s
 

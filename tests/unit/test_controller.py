@@ -245,3 +245,15 @@ def test_progress_writes_of_one_job_are_spaced(world: Any) -> None:
     ctl.progress_pushed(KEY, "u1")
     assert ctl.queue.get(timeout=0) is None  # not at once: the job wrote just now
     assert ctl.queue.depth() == 1
+
+
+def test_a_pod_end_with_its_final_report_pushed_reads_nothing(world: Any) -> None:
+    job = a_job(workerPod="j-worker-1", attempt=1, phase="Running", workerPodUID="p1")
+    ctl, _, reads = world(job, [a_pod()])
+    doc = {**progress_doc(3), "state": "stopped"}
+    ctl.book.push("u1", orjson.dumps(doc), doc["updated"], "j-worker-1")
+    ctl.cache.put_pod(a_pod(phase="Failed"))
+    ctl.reconcile(KEY)
+    ctl.cache.forget_pod(a_pod(phase="Failed"))
+    ctl.reconcile(KEY)
+    assert reads == []
