@@ -50,12 +50,15 @@ SECRET_TTL_S = 60.0
 @dataclass
 class ControllerSettings:
     pod: PodSettings = field(default_factory=PodSettings)
-    workers: int = 8
+    workers: int = 16
     resync_s: float = 300.0
     # Progress-only status writes of one job are at least this far apart;
     # phase changes go out at once.
     progress_interval_s: float = 0.5
-    status_writes_per_s: float = 100.0
+    status_writes_per_s: float = 150.0
+    # Pod creations and deletions: bounded apart from status writes, so a burst
+    # of new jobs never waits behind progress (nor progress behind them).
+    pod_writes_per_s: float = 100.0
 
 
 class Controller:
@@ -66,6 +69,9 @@ class Controller:
         self.book = ProgressBook()
         self.budget = WriteBudget(
             settings.status_writes_per_s, burst=max(1.0, settings.status_writes_per_s)
+        )
+        self.pod_budget = WriteBudget(
+            settings.pod_writes_per_s, burst=max(1.0, settings.pod_writes_per_s)
         )
         self._last_progress_write: dict[str, float] = {}
         self._secrets: dict[tuple[str, str], tuple[float, dict[str, str] | None]] = {}
@@ -188,13 +194,13 @@ class Controller:
 
     def _act(self, job: JobView, body: dict[str, Any], decision: Decision, now: datetime) -> None:
         for pod_name in decision.delete_pods:
-            self.budget.take()
+            self.pod_budget.take()
             kube.delete_pod(job.namespace, pod_name)
         for etype, reason, message in decision.events:
             kube.post_event(body, etype, reason, message)
         if decision.create_pod:
             attempt = int(decision.status["attempt"])
-            self.budget.take()
+            self.pod_budget.take()
             try:
                 kube.create_pod(job.namespace, build_worker_pod(job, attempt, self.settings.pod))
             except kube.Rejected as exc:

@@ -57,10 +57,11 @@ def controller_settings() -> ControllerSettings:
             progress_url=os.environ.get("KUBETUNE_PROGRESS_URL", ""),
             progress_ca_file=os.environ.get("KUBETUNE_PROGRESS_CA_FILE", ""),
         ),
-        workers=int(os.environ.get("KUBETUNE_RECONCILE_THREADS", "8")),
+        workers=int(os.environ.get("KUBETUNE_RECONCILE_THREADS", "16")),
         resync_s=max(60.0, _env_float("KUBETUNE_RESYNC_SECONDS", 300.0)),
         progress_interval_s=_env_float("KUBETUNE_PROGRESS_INTERVAL", 0.5),
-        status_writes_per_s=_env_float("KUBETUNE_STATUS_WRITES_PER_SECOND", 100.0),
+        status_writes_per_s=_env_float("KUBETUNE_STATUS_WRITES_PER_SECOND", 150.0),
+        pod_writes_per_s=_env_float("KUBETUNE_POD_WRITES_PER_SECOND", 100.0),
     )
 
 

@@ -39,11 +39,14 @@ def api() -> kubernetes.client.ApiClient:
     global _api
     with _lock:
         if _api is None:
+            configuration = kubernetes.client.Configuration()
             try:
-                kubernetes.config.load_incluster_config()
+                kubernetes.config.load_incluster_config(client_configuration=configuration)
             except kubernetes.config.ConfigException:
-                kubernetes.config.load_kube_config()
-            _api = kubernetes.client.ApiClient()
+                kubernetes.config.load_kube_config(client_configuration=configuration)
+            # One connection per reconcile thread and TokenReview, kept open.
+            configuration.connection_pool_maxsize = 48
+            _api = kubernetes.client.ApiClient(configuration)
         return _api
 
 
