@@ -36,8 +36,8 @@ from kubetune.results import (
     segment_name,
 )
 from kubetune.storage import Storage, StorageError
-from kubetune.storage.local import LocalStorage
 from kubetune.storage.base import Piece
+from kubetune.storage.local import LocalStorage
 from kubetune.storage.s3 import MiB, S3Storage, _copy_ranges
 
 BUCKET = "kubetune-results"
@@ -130,6 +130,28 @@ def test_each_flush_is_one_new_object_written_once(tmp_path):
     assert iterations(storage.read_bytes(protocol.RESULT_FILE) or b"") == list(range(1, 201))
     assert storage.written[protocol.RESULT_FILE] == 1
     assert [p for p in storage.reads if p.startswith(protocol.RESULTS_DIR)] == []
+
+
+def test_a_long_tail_is_merged_at_the_end(tmp_path):
+    storage = Counting(str(tmp_path / "run"))
+    log = ResultLog(storage)
+    log.open()
+    log.begin(0)
+    for i in range(1, 101):
+        log.append(lines(i, i))
+    log.finish()
+    assert [n for n, _ in storage.list_files(protocol.RESULTS_DIR)] == [
+        "00000100-00000001-00000100.jsonl"
+    ]
+    assert iterations(storage.read_bytes(protocol.RESULT_FILE) or b"") == list(range(1, 101))
+    short = Counting(str(tmp_path / "short"))
+    log = ResultLog(short)
+    log.open()
+    log.begin(0)
+    for i in range(1, 11):
+        log.append(lines(i, i))
+    log.finish()  # a short tail stays as it is
+    assert len(short.list_files(protocol.RESULTS_DIR)) == 10
 
 
 def test_bytes_written_stay_bounded_however_long_the_run(tmp_path):

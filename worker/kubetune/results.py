@@ -53,6 +53,9 @@ log = logging.getLogger("kubetune")
 _NAME = re.compile(r"(\d{8,})-(\d{8,})-(\d{8,})\.jsonl")
 CHUNK_BYTES = 8 * 1024 * 1024
 CHUNK_SEGMENTS = 1024
+# At the end of a run, a tail of this many segments or more is merged too, so
+# each worker exit leaves fewer small objects behind.
+FINISH_MERGE_SEGMENTS = 64
 
 
 @dataclass
@@ -380,7 +383,10 @@ class ResultLog:
         return True
 
     def finish(self) -> None:
-        """At the end of a run: result.json holds every result."""
+        """At the end of a run: merge a long tail of small segments, then
+        assemble result.json, which holds every result."""
+        if len(self._staged) >= FINISH_MERGE_SEGMENTS:
+            self.merge()
         if self._dirty:
             self.assemble()
 
