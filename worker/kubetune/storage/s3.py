@@ -9,6 +9,7 @@ endpoint fails a job in seconds instead of hanging it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -167,6 +168,17 @@ class S3Storage(Storage):
             use_threads=True,
             preferred_transfer_client="classic",
         )
+
+    def at(self, uri: str) -> S3Storage:
+        """The same client (connections, credentials, endpoint) on another
+        s3:// prefix: a boto3 client costs ~100 ms and a few MiB to build, so
+        a process that reads many run folders shares one per endpoint."""
+        other = copy.copy(self)
+        other.bucket, other.prefix = parse_s3_uri(uri)
+        other.uri = (
+            f"s3://{other.bucket}/{other.prefix}" if other.prefix else f"s3://{other.bucket}"
+        )
+        return other
 
     # --- helpers
 
