@@ -169,7 +169,7 @@ class Controller:
 
         if decision.status != job.status:
             progress_only = not acts and decision.status.get("phase") == phase
-            if progress_only and not self.budget.try_take():
+            if progress_only and not self.budget.try_take(reserve=self.budget.burst / 5):
                 return self._progress_interval()
             if not progress_only:
                 self.budget.take()

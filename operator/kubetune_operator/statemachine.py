@@ -229,7 +229,11 @@ def compute_decision(
         return d
 
     if current is not None:
-        st["workerPodUID"] = current.uid
+        # A pod merely waiting for a node changes nothing worth a status write;
+        # its uid is recorded once it has run (or is being stopped), which is
+        # what telling a lost pod from one not made yet needs.
+        if current.phase != "Pending" or current.deleting or st.get("workerPodUID"):
+            st["workerPodUID"] = current.uid
         if current.finished:
             _on_pod_finished(b, current)
             return d
@@ -289,7 +293,7 @@ def compute_decision(
     elif current.unschedulable_message:
         b.phase(Phase.PENDING, Reason.UNSCHEDULABLE, current.unschedulable_message)
     else:
-        b.phase(Phase.PENDING, Reason.STARTING, f"worker pod {current.name} is starting")
+        b.phase(Phase.PENDING, Reason.STARTING, f"starting worker pod {current.name}")
     return d
 
 

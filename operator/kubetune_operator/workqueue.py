@@ -163,11 +163,12 @@ class WriteBudget:
         self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
         self._at = now
 
-    def try_take(self) -> bool:
-        """Take a token if one is there (for deferrable writes)."""
+    def try_take(self, reserve: float = 0.0) -> bool:
+        """Take a token if one is there beyond `reserve` (deferrable writes leave
+        the reserve to writes that must go out, which so go first)."""
         with self._lock:
             self._refill()
-            if self._tokens >= 1 - _EPSILON:
+            if self._tokens >= 1 + reserve - _EPSILON:
                 self._tokens -= 1
                 return True
             return False

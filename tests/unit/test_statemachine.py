@@ -280,3 +280,11 @@ def test_storage_error_is_hopeless_at_start_but_retried_mid_run():
     s["iteration"] = 7
     d = run(job(status=s), [failed])
     assert d.status["phase"] == "Restarting" and d.status["failures"] == 1
+
+
+def test_a_pod_waiting_for_a_node_costs_no_status_write():
+    s = run(job()).status
+    d = run(job(status=s), [pod(phase="Pending")])
+    assert d.status == s and d.create_pod is None
+    gone = run(job(status=d.status), [])  # deleted before it ran: made again, not a preemption
+    assert gone.create_pod == "j-worker-1" and gone.status["preemptions"] == 0

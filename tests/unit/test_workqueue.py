@@ -102,3 +102,10 @@ def test_write_budget_bounds_the_rate() -> None:
 
     budget.take(sleep)
     assert slept and abs(sum(slept) - 0.1) < 1e-9
+
+
+def test_deferrable_writes_leave_a_reserve() -> None:
+    clock = Clock()
+    budget = WriteBudget(rate=10, burst=10, clock=clock)
+    assert sum(budget.try_take(reserve=3) for _ in range(20)) == 7
+    assert budget.try_take()  # what must go out still finds tokens
