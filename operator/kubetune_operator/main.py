@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import logging
 import os
 import sys
@@ -10,7 +12,16 @@ import sys
 import kopf
 
 
+def _fewer_malloc_arenas() -> None:
+    """glibc gives each thread a malloc arena of its own (up to 8 per core);
+    with the reconcile threads that fragments memory it never gives back.
+    Two arenas keep the operator's memory flat (measured in performance.md)."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
+        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
+
+
 def main(argv: list[str] | None = None) -> int:
+    _fewer_malloc_arenas()
     parser = argparse.ArgumentParser(
         prog="kubetune-operator",
         description="Run TrainableJob resources as worker pods (kopf operator).",
