@@ -282,8 +282,11 @@ class S3Storage(Storage):
 
     def delete_many(self, paths: Iterable[str]) -> None:
         keys = [self._key(p) for p in paths]
-        with self._errors(f"delete {len(keys)} objects"):
-            for i in range(0, len(keys), 1000):
+        self._delete_keys(keys, f"delete {len(keys)} objects")
+
+    def _delete_keys(self, keys: list[str], what: str) -> None:
+        with self._errors(what):
+            for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
                 batch = [{"Key": k} for k in keys[i : i + 1000]]
                 resp = self._client.delete_objects(
                     Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
@@ -460,19 +463,7 @@ class S3Storage(Storage):
         if not path.strip("/"):
             raise StorageError("refusing to delete the whole storage prefix")
         keys = [o["Key"] for o in self._iter_objects(path)]
-        with self._errors(f"delete {self._dir_key(path)}"):
-            for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
-                batch = [{"Key": k} for k in keys[i : i + 1000]]
-                resp = self._client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
-                )
-                errors = resp.get("Errors") or []
-                if errors:
-                    first = errors[0]
-                    raise StorageError(
-                        f"cannot delete s3://{self.bucket}/{first.get('Key')} at "
-                        f"{self.endpoint}: {first.get('Code')} {first.get('Message', '')}".rstrip()
-                    )
+        self._delete_keys(keys, f"delete {self._dir_key(path)}")
 
     def delete(self, path: str) -> None:
         key = self._key(path)
