@@ -80,6 +80,7 @@ class ClusterCache:
         self._lock = threading.Lock()
         self._jobs: dict[JobKey, bytes] = {}
         self._revisions: dict[JobKey, int] = {}
+        self._uids: dict[JobKey, str] = {}
         self._pods: dict[str, WorkerPod] = {}  # by pod uid
         self._pods_by_job: dict[str, set[str]] = {}  # job uid -> pod uids
 
@@ -93,12 +94,14 @@ class ClusterCache:
         key = job_key(body)
         data = compact_body(body)
         rv = _revision(body)
+        uid = (body.get("metadata") or {}).get("uid") or ""
         with self._lock:
             if from_watch and rv is not None:
                 old = self._revisions.get(key)
                 if old is not None and rv < old:
                     return key
             self._jobs[key] = data
+            self._uids[key] = uid
             if rv is None:
                 self._revisions.pop(key, None)
             else:
@@ -108,12 +111,17 @@ class ClusterCache:
     def forget_job(self, key: JobKey) -> None:
         with self._lock:
             self._jobs.pop(key, None)
+            self._uids.pop(key, None)
             self._revisions.pop(key, None)
 
     def job(self, key: JobKey) -> dict[str, Any] | None:
         with self._lock:
             data = self._jobs.get(key)
         return None if data is None else orjson.loads(data)
+
+    def job_uid(self, key: JobKey) -> str | None:
+        with self._lock:
+            return self._uids.get(key)
 
     def job_keys(self) -> list[JobKey]:
         with self._lock:

@@ -201,7 +201,10 @@ class ProgressReceiver:
         if pod_uid is None:
             return self._refuse(who, Verdict(401, "bad_token", "the token was refused"))
         pod = self.cache.pod(pod_uid)
-        if pod is None:
+        # The pod's labels name its job; the job must be there, in the pod's
+        # own namespace, with that uid (labels alone can be written by anyone
+        # who can create a pod).
+        if pod is None or self.cache.job_uid(pod.job_key) != pod.job_uid:
             return self._refuse(
                 f"pod {pod_uid}",
                 Verdict(403, "not_a_worker", "the token's pod is not a worker pod of a job"),

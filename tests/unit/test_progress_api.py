@@ -67,12 +67,19 @@ def doc(run_id: str, iteration: int = 1) -> bytes:
 class World:
     def __init__(self) -> None:
         self.cache = ClusterCache()
+        for name, uid in (("a", "job-a"), ("b", "job-b")):
+            self.cache.put_job({"metadata": {"name": name, "namespace": "ns", "uid": uid}})
         self.cache.put_pod(a_pod("a-worker-1", "pa", "a", "job-a"))
         self.cache.put_pod(a_pod("b-worker-1", "pb", "b", "job-b"))
+        # A pod in another namespace labelled as a's worker: not a's.
+        forged = a_pod("x", "px", "a", "job-a")
+        forged["metadata"]["namespace"] = "other"
+        self.cache.put_pod(forged)
         # token -> review status; "stale" is what the API answers for a token
         # whose pod was deleted: not authenticated.
         self.tokens = {"tok-a": review_for("pa"), "tok-b": review_for("pb")}
         self.tokens["tok-stranger"] = review_for("p-unknown")
+        self.tokens["tok-forged-pod"] = review_for("px")
         self.tokens["tok-wrong-aud"] = {**review_for("pa"), "audiences": ["https://kubernetes"]}
         self.reviews: list[str] = []
         self.reports: list[tuple[str, bytes]] = []
@@ -116,6 +123,7 @@ def test_a_report_of_the_pods_own_job_is_accepted(world: World) -> None:
         ("tok-forged", doc("job-a"), 401, "bad_token"),
         ("tok-wrong-aud", doc("job-a"), 401, "bad_token"),
         ("tok-stranger", doc("job-a"), 403, "not_a_worker"),
+        ("tok-forged-pod", doc("job-a"), 403, "not_a_worker"),  # labels from elsewhere
         ("tok-b", doc("job-a"), 403, "other_run"),  # b's pod reporting for a
         ("tok-a", b"{not json", 400, "malformed"),
         ("tok-a", b"[1, 2]", 400, "malformed"),
