@@ -130,8 +130,7 @@ class Controller:
         """A new report for this job arrived: reconcile it, no sooner than the
         job's progress interval after its last progress write."""
         last = self._last_progress_write.get(job_uid)
-        interval = self._progress_interval()
-        delay = 0.0 if last is None else last + interval - time.monotonic()
+        delay = 0.0 if last is None else last + self._progress_interval() - time.monotonic()
         self.queue.add(key, delay)
 
     def _progress_interval(self) -> float:
@@ -170,6 +169,9 @@ class Controller:
         if decision.status != job.status:
             progress_only = not acts and decision.status.get("phase") == phase
             if progress_only and not self.budget.try_take(reserve=self.budget.burst / 5):
+                # No token: count this as the job's turn, so its next reports
+                # wait an interval instead of retrying at once.
+                self._last_progress_write[job.uid] = time.monotonic()
                 return self._progress_interval()
             if not progress_only:
                 self.budget.take()

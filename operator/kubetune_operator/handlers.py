@@ -166,7 +166,7 @@ async def worker_pod_changed(event: kopf.RawEvent, **_: Any) -> None:
     else:
         pod = CONTROLLER.cache.put_pod(raw)
     if pod is not None:
-        CONTROLLER.queue.add(pod.job_key)
+        CONTROLLER.queue.add(pod.job_key, urgent=True)
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
@@ -182,4 +182,4 @@ async def job_changed(event: kopf.RawEvent, **_: Any) -> None:
             None, kube.remove_finalizer, key[0], key[1], meta["finalizers"], LEGACY_FINALIZER
         )
     CONTROLLER.cache.put_job(raw, from_watch=True)
-    CONTROLLER.queue.add(key)
+    CONTROLLER.queue.add(key, urgent=True)

@@ -38,7 +38,10 @@ class WorkQueue(Generic[K]):
         self._clock = clock
         self._cond = threading.Condition()
         self._ready: deque[K] = deque()
-        self._queued: set[K] = set()  # in _ready
+        self._urgent: deque[K] = deque()
+        self._queued: set[K] = set()  # waiting in _urgent or _ready
+        self._in_urgent: set[K] = set()  # queued and in _urgent too
+        self._dirty_urgent: set[K] = set()
         self._processing: set[K] = set()
         self._dirty: set[K] = set()  # added again while processing
         self._delayed: list[tuple[float, int, K]] = []  # heap of (due, seq, key)
@@ -49,11 +52,13 @@ class WorkQueue(Generic[K]):
         self._backoff_max = backoff_max_s
         self._closed = False
 
-    def add(self, key: K, delay: float = 0.0) -> None:
-        """Queue key now, or after delay seconds (an earlier schedule wins)."""
+    def add(self, key: K, delay: float = 0.0, *, urgent: bool = False) -> None:
+        """Queue key now, or after delay seconds (an earlier schedule wins).
+        Urgent keys (something about the object changed) are handed out before
+        the others (progress, scheduled checks, resyncs)."""
         with self._cond:
             if delay <= 0:
-                self._add_now(key)
+                self._add_now(key, urgent)
                 return
             due = self._clock() + delay
             if self._due.get(key, float("inf")) <= due:
@@ -62,13 +67,29 @@ class WorkQueue(Generic[K]):
             heapq.heappush(self._delayed, (due, next(self._seq), key))
             self._cond.notify()
 
-    def _add_now(self, key: K) -> None:
+    def _add_now(self, key: K, urgent: bool = False) -> None:
         if key in self._processing:
             self._dirty.add(key)
+            if urgent:
+                self._dirty_urgent.add(key)
         elif key not in self._queued:
             self._queued.add(key)
-            self._ready.append(key)
+            (self._urgent if urgent else self._ready).append(key)
             self._cond.notify()
+        elif urgent and key not in self._in_urgent:
+            # Already queued behind others: its entry there goes stale.
+            self._in_urgent.add(key)
+            self._urgent.append(key)
+
+    def _pop_ready(self) -> K | None:
+        for lane in (self._urgent, self._ready):
+            while lane:
+                key = lane.popleft()
+                if key in self._queued:  # else handed out already from the other lane
+                    self._queued.discard(key)
+                    self._in_urgent.discard(key)
+                    return key
+        return None
 
     def _promote_due(self) -> float | None:
         """Move due keys to the ready queue; the seconds until the next is due."""
@@ -91,9 +112,8 @@ class WorkQueue(Generic[K]):
         with self._cond:
             while not self._closed:
                 wait = self._promote_due()
-                if self._ready:
-                    key = self._ready.popleft()
-                    self._queued.discard(key)
+                key = self._pop_ready()
+                if key is not None:
                     self._processing.add(key)
                     return key
                 if deadline is not None:
@@ -110,7 +130,8 @@ class WorkQueue(Generic[K]):
             self._processing.discard(key)
             if key in self._dirty:
                 self._dirty.discard(key)
-                self._add_now(key)
+                self._add_now(key, key in self._dirty_urgent)
+                self._dirty_urgent.discard(key)
 
     def retry_later(self, key: K) -> float:
         """Queue key again after an exponential backoff (a failed reconcile)."""
@@ -135,7 +156,7 @@ class WorkQueue(Generic[K]):
     def depth(self) -> int:
         """Keys waiting: ready now plus scheduled."""
         with self._cond:
-            return len(self._ready) + len(self._due)
+            return len(self._queued) + len(self._due)
 
     def close(self) -> None:
         with self._cond:

@@ -109,3 +109,23 @@ def test_deferrable_writes_leave_a_reserve() -> None:
     budget = WriteBudget(rate=10, burst=10, clock=clock)
     assert sum(budget.try_take(reserve=3) for _ in range(20)) == 7
     assert budget.try_take()  # what must go out still finds tokens
+
+
+def test_urgent_keys_go_first_and_once() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    for key in ("p1", "p2", "p3"):
+        q.add(key)
+    q.add("new", urgent=True)
+    q.add("p3", urgent=True)  # already queued: moves ahead, handed out once
+    got = [q.get(timeout=0) for _ in range(5)]
+    assert got == ["new", "p3", "p1", "p2", None]
+
+
+def test_urgency_survives_processing() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    q.add("a")
+    assert q.get(timeout=0) == "a"
+    q.add("b")
+    q.add("a", urgent=True)  # changed while being reconciled
+    q.done("a")
+    assert q.get(timeout=0) == "a"
