@@ -184,6 +184,7 @@ class LoadGen:
         self.log = open(args.log, "a", buffering=1 << 16) if args.log else None  # noqa: SIM115
         self.http: Any = None
         self.s3: Any = None
+        self.final_s3: Any = None  # push transport: the final document's durable copy
         self.pool = ThreadPoolExecutor(max_workers=args.s3_threads)
         self.started = time.time()
 
@@ -195,6 +196,8 @@ class LoadGen:
                 connector=aiohttp.TCPConnector(limit=self.args.push_connections),
                 timeout=aiohttp.ClientTimeout(total=30),
             )
+            if self.args.final_to_s3:
+                self.final_s3 = _s3_client(self.args.s3_env)
         else:
             self.s3 = _s3_client(self.args.s3_env)
         path = f"/api/v1/namespaces/{self.args.namespace}/pods"
@@ -239,6 +242,10 @@ class LoadGen:
             final = progress_doc(
                 w.run_id, iteration, state="completed", now=time.time(), started=started
             )
+            if self.final_s3 is not None:
+                # A worker writes its progress file before it pushes and exits:
+                # the operator reads it if the push is lost (e.g. it restarted).
+                await self._put_s3(w, encode_doc(final), self.final_s3)
             await self._send(w, final, token)
             await self.kube.patch_merge(
                 f"/api/v1/namespaces/{w.namespace}/pods/{w.pod}",
@@ -309,7 +316,8 @@ class LoadGen:
         self.stats["gave_up"] += 1
         return token
 
-    async def _put_s3(self, w: Played, body: bytes) -> None:
+    async def _put_s3(self, w: Played, body: bytes, client: Any = None) -> None:
+        s3 = client or self.s3
         uri = w.run_uri or ""
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         key = f"{prefix.rstrip('/')}/{PROGRESS_FILE}"
@@ -317,7 +325,7 @@ class LoadGen:
         try:
             await loop.run_in_executor(
                 self.pool,
-                lambda: self.s3.put_object(
+                lambda: s3.put_object(
                     Bucket=bucket, Key=key, Body=body, ContentType="application/json"
                 ),
             )
@@ -413,6 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", default="http://127.0.0.1:8470/v1alpha1/progress")
     p.add_argument("--s3-env", default=str(repo / ".cluster" / "env"))
     p.add_argument("--interval", type=float, default=10.0, help="seconds between reports per pod")
+    p.add_argument(
+        "--final-to-s3",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="push transport: also write the final document to the run folder, as a worker does",
+    )
     p.add_argument("--log", help="append accepted reports here: JOB ITERATION REPORTED_AT")
     p.add_argument("--stats", help="write counters here (JSON), every 5 s and at exit")
     p.add_argument("--api-connections", type=int, default=32)

@@ -61,6 +61,7 @@ def players(job_ns: str, kwok_nodes: None, tmp_path: Path) -> Iterator[subproces
         [
             PY, str(REPO / "bench" / "loadgen.py"), "--namespace", job_ns, "--transport", "push",
             "--url", f"http://127.0.0.1:{PROGRESS_PORT}/v1alpha1/progress", "--interval", "0.5",
+            "--final-to-s3",
         ],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
