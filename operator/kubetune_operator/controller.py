@@ -39,7 +39,7 @@ from kubetune_operator.statemachine import (
     parse_rfc3339,
     refuse_pod_decision,
 )
-from kubetune_operator.workqueue import WorkQueue, WriteBudget
+from kubetune_operator.workqueue import FairLine, WorkQueue, WriteBudget
 
 log = logging.getLogger("kubetune_operator")
 
@@ -73,7 +73,8 @@ class Controller:
         self.pod_budget = WriteBudget(
             settings.pod_writes_per_s, burst=max(1.0, settings.pod_writes_per_s)
         )
-        self._last_progress_write: dict[str, float] = {}
+        self._last_progress_write: dict[JobKey, float] = {}
+        self.progress_line: FairLine[JobKey] = FairLine()
         self._secrets: dict[tuple[str, str], tuple[float, dict[str, str] | None]] = {}
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -85,13 +86,15 @@ class Controller:
             t = threading.Thread(target=self._work, name=f"kubetune-reconcile-{i}", daemon=True)
             t.start()
             self._threads.append(t)
-        t = threading.Thread(target=self._resync, name="kubetune-resync", daemon=True)
-        t.start()
-        self._threads.append(t)
+        for target, name in ((self._resync, "kubetune-resync"), (self._pace, "kubetune-pace")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
 
     def stop(self) -> None:
         self._stop.set()
         self.queue.close()
+        self.progress_line.close()
 
     def _work(self) -> None:
         while not self._stop.is_set():
@@ -126,19 +129,24 @@ class Controller:
 
     # progress reports
 
-    def progress_pushed(self, key: JobKey, job_uid: str) -> None:
-        """A new report for this job arrived: reconcile it, no sooner than the
-        job's progress interval after its last progress write."""
-        last = self._last_progress_write.get(job_uid)
-        delay = 0.0 if last is None else last + self._progress_interval() - time.monotonic()
-        self.queue.add(key, delay)
+    def progress_pushed(self, key: JobKey) -> None:
+        """A new report for this job arrived: it joins the line for a progress
+        write (once, however many reports it sends meanwhile)."""
+        self.progress_line.join(key)
 
-    def _progress_interval(self) -> float:
-        # With many jobs reporting, spread their writes so the total stays
-        # within the write budget: the interval grows with the reporting jobs.
-        active = len(self._last_progress_write)
-        spread = active / (0.8 * self.settings.status_writes_per_s)
-        return max(self.settings.progress_interval_s, spread)
+    def _pace(self) -> None:
+        # Lets reporting jobs to their reconcile in turn, at the rate progress
+        # writes may take of the budget; a job's writes stay at least
+        # progress_interval_s apart.
+        pause = 1.0 / (0.8 * self.settings.status_writes_per_s)
+        while not self._stop.is_set():
+            key = self.progress_line.next(timeout=1.0)
+            if key is None:
+                continue
+            last = self._last_progress_write.get(key)
+            wait = 0.0 if last is None else last + self.settings.progress_interval_s
+            self.queue.add(key, wait - time.monotonic())
+            self._stop.wait(pause)
 
     # one reconcile
 
@@ -160,7 +168,7 @@ class Controller:
             if needs_restore_check(job, progress):
                 restore_error = storageio.check_restore_from(job, self._credentials(job))
         else:
-            self._forget_progress(job.uid)
+            self._forget_progress(key, job.uid)
 
         now = datetime.now(timezone.utc)
         decision = compute_decision(job, pods, progress, now, restore_error)
@@ -169,10 +177,8 @@ class Controller:
         if decision.status != job.status:
             progress_only = not acts and decision.status.get("phase") == phase
             if progress_only and not self.budget.try_take(reserve=self.budget.burst / 5):
-                # No token: count this as the job's turn, so its next reports
-                # wait an interval instead of retrying at once.
-                self._last_progress_write[job.uid] = time.monotonic()
-                return self._progress_interval()
+                self.progress_line.join(key)  # phase changes took the tokens: wait a turn
+                return None
             if not progress_only:
                 self.budget.take()
             try:
@@ -183,7 +189,7 @@ class Controller:
                 return 0.0
             STATUS_WRITES.inc()
             self.cache.put_job(written)
-            self._note_progress_written(job.uid)
+            self._note_progress_written(key, job.uid)
             if decision.status.get("phase") != phase:
                 log.info("[%s/%s] %s -> %s", *key, phase, decision.status.get("phase"))
         elif acts and not self._cache_is_current(key, body):
@@ -191,7 +197,7 @@ class Controller:
 
         self._act(job, body, decision, now)
         if current is None or current.phase != "Running":
-            self._last_progress_write.pop(job.uid, None)  # not reporting now
+            self._last_progress_write.pop(key, None)  # not reporting now
         return self._next_look(job, decision, current)
 
     def _act(self, job: JobView, body: dict[str, Any], decision: Decision, now: datetime) -> None:
@@ -242,23 +248,23 @@ class Controller:
         self.book.mark_read(job.uid, worker, pod)
         return newer(pushed, stored)
 
-    def _note_progress_written(self, job_uid: str) -> None:
+    def _note_progress_written(self, key: JobKey, job_uid: str) -> None:
         report = self.book.pushed(job_uid)
         if report is None:
             return
         now = time.monotonic()
-        if report.received > self._last_progress_write.get(job_uid, float("-inf")):
+        if report.received > self._last_progress_write.get(key, float("-inf")):
             REPORT_TO_STATUS_SECONDS.observe(now - report.received)
-        self._last_progress_write[job_uid] = now
+        self._last_progress_write[key] = now
 
-    def _forget_progress(self, job_uid: str) -> None:
+    def _forget_progress(self, key: JobKey, job_uid: str) -> None:
         self.book.forget(job_uid)
-        self._last_progress_write.pop(job_uid, None)
+        self._last_progress_write.pop(key, None)
 
     def forget_job(self, key: JobKey, job_uid: str) -> None:
         self.cache.forget_job(key)
         self.queue.discard(key)
-        self._forget_progress(job_uid)
+        self._forget_progress(key, job_uid)
 
     def _credentials(self, job: JobView) -> dict[str, str] | None:
         name = (job.storage.get("secretRef") or {}).get("name")

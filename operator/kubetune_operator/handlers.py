@@ -116,7 +116,7 @@ async def _serve(where: Endpoints) -> None:
 
     def on_report(pod: WorkerPod, doc: bytes, updated: float) -> None:
         if CONTROLLER.book.push(pod.job_uid, doc, updated, pod.view.name):
-            CONTROLLER.progress_pushed(pod.job_key, pod.job_uid)
+            CONTROLLER.progress_pushed(pod.job_key)
 
     if where.progress_listen:
         receiver = ProgressReceiver(CONTROLLER.cache, review, on_report)

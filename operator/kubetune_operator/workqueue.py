@@ -164,6 +164,45 @@ class WorkQueue(Generic[K]):
             self._cond.notify_all()
 
 
+class FairLine(Generic[K]):
+    """Keys waiting their turn, each at most once, first come first served: when
+    more jobs report than status writes can follow, each job's turn comes
+    within (jobs waiting / write rate), and none is starved by the others."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._order: deque[K] = deque()
+        self._waiting: set[K] = set()
+        self._closed = False
+
+    def join(self, key: K) -> None:
+        with self._cond:
+            if key not in self._waiting:
+                self._waiting.add(key)
+                self._order.append(key)
+                self._cond.notify()
+
+    def next(self, timeout: float | None = None) -> K | None:
+        """The key whose turn it is (leaving the line), or None on timeout/close."""
+        with self._cond:
+            if not self._order and not self._closed:
+                self._cond.wait(timeout)
+            if not self._order:
+                return None
+            key = self._order.popleft()
+            self._waiting.discard(key)
+            return key
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._order)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
 class WriteBudget:
     """A token bucket shared by all reconcile threads: bounds the operator's API
     writes per second, so ten thousand jobs reporting at once queue up in the

@@ -5,6 +5,7 @@ stale cache, and what a job costs (API and S3 calls) when nothing changes."""
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from typing import Any
 
@@ -242,9 +243,16 @@ def test_progress_writes_of_one_job_are_spaced(world: Any) -> None:
     doc = progress_doc(1)
     ctl.book.push("u1", orjson.dumps(doc), doc["updated"])
     ctl.reconcile(KEY)
-    ctl.progress_pushed(KEY, "u1")
-    assert ctl.queue.get(timeout=0) is None  # not at once: the job wrote just now
-    assert ctl.queue.depth() == 1
+    ctl.progress_pushed(KEY)
+    ctl.progress_pushed(KEY)
+    assert len(ctl.progress_line) == 1  # in line once, however many reports
+    pacer = threading.Thread(target=ctl._pace, daemon=True)
+    pacer.start()
+    time.sleep(0.2)
+    ctl.stop()
+    pacer.join(5)
+    assert ctl.queue.depth() == 1  # let through, but not at once: the job wrote just now
+    assert ctl.queue.get(timeout=0) is None
 
 
 def test_a_pod_end_with_its_final_report_pushed_reads_nothing(world: Any) -> None:

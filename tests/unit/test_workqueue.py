@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from kubetune_operator.workqueue import WorkQueue, WriteBudget
+from kubetune_operator.workqueue import FairLine, WorkQueue, WriteBudget
 
 
 class Clock:
@@ -129,3 +129,12 @@ def test_urgency_survives_processing() -> None:
     q.add("a", urgent=True)  # changed while being reconciled
     q.done("a")
     assert q.get(timeout=0) == "a"
+
+
+def test_fair_line_keeps_first_come_order_and_each_key_once() -> None:
+    line: FairLine[str] = FairLine()
+    for key in ("a", "b", "a", "c", "b"):
+        line.join(key)
+    assert [line.next(0), line.next(0), line.next(0), line.next(0)] == ["a", "b", "c", None]
+    line.join("a")  # back in line after its turn
+    assert line.next(0) == "a"
