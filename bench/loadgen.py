@@ -59,13 +59,12 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 from scale_figures import PLAY_ANNOTATION  # noqa: E402
 from scale_kube import Kube, KubeConfig  # noqa: E402
 
+from kubetune.protocol import PROGRESS_AUDIENCE as AUDIENCE  # noqa: E402
+from kubetune.protocol import PROGRESS_FILE, WORKER_SPEC_ENV  # noqa: E402
+from kubetune.protocol import PROGRESS_MAX_BODY as MAX_DOC_BYTES  # noqa: E402
 from localcluster.kwok import EXIT_ANNOTATION, NODE_PREFIX  # noqa: E402
 
-AUDIENCE = "kubetune.io/progress"
 TOKEN_SECONDS = 3600
-WORKER_SPEC_ENV = "KUBETUNE_WORKER_SPEC"  # kubetune.protocol.WORKER_SPEC_ENV
-PROGRESS_FILE = ".kubetune/progress.json"  # kubetune.protocol.PROGRESS_FILE
-MAX_DOC_BYTES = 64 * 1024
 WORKER = "worker"
 
 

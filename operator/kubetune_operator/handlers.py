@@ -21,12 +21,13 @@ import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from kubetune.protocol import PROGRESS_AUDIENCE
 from kubetune_operator import kube
 from kubetune_operator.cache import WorkerPod, job_key
 from kubetune_operator.controller import Controller, ControllerSettings
 from kubetune_operator.metrics import JOBS_CACHED
 from kubetune_operator.model import API_GROUP, API_VERSION, LABEL_JOB_UID, PLURAL
-from kubetune_operator.podspec import PROGRESS_AUDIENCE, PodSettings
+from kubetune_operator.podspec import PodSettings
 from kubetune_operator.progress_api import PATH, ProgressReceiver
 
 log = logging.getLogger("kubetune_operator")

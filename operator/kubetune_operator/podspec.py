@@ -10,7 +10,15 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from kubetune.protocol import TERMINATION_MESSAGE_PATH, WORKER_SPEC_ENV, WorkerSpec
+from kubetune.protocol import (
+    PROGRESS_AUDIENCE,
+    PROGRESS_CA_FILE_ENV,
+    PROGRESS_TOKEN_FILE_ENV,
+    PROGRESS_URL_ENV,
+    TERMINATION_MESSAGE_PATH,
+    WORKER_SPEC_ENV,
+    WorkerSpec,
+)
 from kubetune_operator.model import (
     API_GROUP,
     API_VERSION,
@@ -49,7 +57,6 @@ class PodSettings:
 # The worker's identity for progress reports: a projected service-account token
 # for our audience only (the API server refuses it as an API credential), bound
 # to the pod, rotated by the kubelet.
-PROGRESS_AUDIENCE = "kubetune.io/progress"
 PROGRESS_TOKEN_VOLUME = "kubetune-progress-token"
 PROGRESS_TOKEN_DIR = "/var/run/secrets/kubetune.io/progress"
 PROGRESS_TOKEN_SECONDS = 3600
@@ -86,10 +93,10 @@ def _worker_env(job: JobView, settings: PodSettings) -> list[dict[str, Any]]:
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
     if settings.progress_url:
-        env.append({"name": "KUBETUNE_PROGRESS_URL", "value": settings.progress_url})
-        env.append({"name": "KUBETUNE_PROGRESS_TOKEN_FILE", "value": f"{PROGRESS_TOKEN_DIR}/token"})
+        env.append({"name": PROGRESS_URL_ENV, "value": settings.progress_url})
+        env.append({"name": PROGRESS_TOKEN_FILE_ENV, "value": f"{PROGRESS_TOKEN_DIR}/token"})
         if settings.progress_ca_file:
-            env.append({"name": "KUBETUNE_PROGRESS_CA_FILE", "value": settings.progress_ca_file})
+            env.append({"name": PROGRESS_CA_FILE_ENV, "value": settings.progress_ca_file})
     storage = job.storage
     if storage.get("endpointURL"):
         env.append({"name": "AWS_ENDPOINT_URL", "value": storage["endpointURL"]})

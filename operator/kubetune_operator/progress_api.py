@@ -25,15 +25,16 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from kubetune.protocol import PROGRESS_AUDIENCE as AUDIENCE
+from kubetune.protocol import PROGRESS_MAX_BODY
 from kubetune_operator.cache import ClusterCache, WorkerPod
 from kubetune_operator.metrics import PROGRESS_REPORTS, TOKEN_REVIEWS
 from kubetune_operator.model import Progress
-from kubetune_operator.podspec import PROGRESS_AUDIENCE as AUDIENCE
 
 log = logging.getLogger("kubetune_operator.progress")
 
 PATH = "/v1alpha1/progress"
-MAX_BODY = 64 * 1024
+MAX_BODY = PROGRESS_MAX_BODY
 TOKEN_CACHE_MAX_S = 600.0
 BAD_TOKEN_CACHE_S = 30.0
 POD_UID_KEY = "authentication.kubernetes.io/pod-uid"

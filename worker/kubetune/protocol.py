@@ -69,6 +69,16 @@ def checkpoint_dirname(iteration: int) -> str:
 # --- how the operator hands a job to the worker ------------------------------
 WORKER_SPEC_ENV = "KUBETUNE_WORKER_SPEC"
 
+# --- how the worker pushes its progress to the operator ----------------------
+# The operator sets these in the worker pod: the URL to POST the progress
+# document to, the projected service-account token (for PROGRESS_AUDIENCE
+# only) to send as a bearer token, and optionally the CA of an https URL.
+PROGRESS_URL_ENV = "KUBETUNE_PROGRESS_URL"
+PROGRESS_TOKEN_FILE_ENV = "KUBETUNE_PROGRESS_TOKEN_FILE"
+PROGRESS_CA_FILE_ENV = "KUBETUNE_PROGRESS_CA_FILE"
+PROGRESS_AUDIENCE = "kubetune.io/progress"
+PROGRESS_MAX_BODY = 64 * 1024  # bytes of one report; the operator refuses more
+
 
 @dataclass
 class WorkerSpec:

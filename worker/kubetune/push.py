@@ -29,12 +29,14 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kubetune import protocol
+
 __all__ = ["CA_FILE_ENV", "MAX_BODY", "TOKEN_FILE_ENV", "URL_ENV", "ProgressPusher"]
 
-URL_ENV = "KUBETUNE_PROGRESS_URL"
-TOKEN_FILE_ENV = "KUBETUNE_PROGRESS_TOKEN_FILE"
-CA_FILE_ENV = "KUBETUNE_PROGRESS_CA_FILE"
-MAX_BODY = 64 * 1024
+URL_ENV = protocol.PROGRESS_URL_ENV
+TOKEN_FILE_ENV = protocol.PROGRESS_TOKEN_FILE_ENV
+CA_FILE_ENV = protocol.PROGRESS_CA_FILE_ENV
+MAX_BODY = protocol.PROGRESS_MAX_BODY
 TIMEOUT_S = 2.0
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
