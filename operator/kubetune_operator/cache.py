@@ -83,6 +83,7 @@ class ClusterCache:
         self._uids: dict[JobKey, str] = {}
         self._pods: dict[str, WorkerPod] = {}  # by pod uid
         self._pods_by_job: dict[str, set[str]] = {}  # job uid -> pod uids
+        self._workloads: dict[str, bytes] = {}  # job uid -> its Kueue Workload (--kueue)
 
     # jobs
 
@@ -167,3 +168,34 @@ class ClusterCache:
     def pod_count(self) -> int:
         with self._lock:
             return len(self._pods)
+
+    # Kueue Workloads (labelled with their job's uid by the operator)
+
+    def put_workload(self, body: dict[str, Any]) -> JobKey | None:
+        """Keep a Workload; the key of the job it belongs to (None: not ours)."""
+        meta = body.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        uid, name = labels.get(LABEL_JOB_UID), labels.get(LABEL_JOB)
+        if not uid or not name:
+            return None
+        with self._lock:
+            self._workloads[uid] = compact_body(body)
+        return (meta.get("namespace") or "default", name)
+
+    def forget_workload(self, body: dict[str, Any]) -> JobKey | None:
+        meta = body.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        uid, name = labels.get(LABEL_JOB_UID), labels.get(LABEL_JOB)
+        if not uid or not name:
+            return None
+        with self._lock:
+            kept = self._workloads.get(uid)
+            # Only the Workload that went: a recreated one may already be here.
+            if kept is not None and orjson.loads(kept)["metadata"].get("uid") == meta.get("uid"):
+                del self._workloads[uid]
+        return (meta.get("namespace") or "default", name)
+
+    def workload_of(self, job_uid: str) -> dict[str, Any] | None:
+        with self._lock:
+            data = self._workloads.get(job_uid)
+        return None if data is None else orjson.loads(data)

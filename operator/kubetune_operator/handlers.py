@@ -22,7 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kubetune.protocol import PROGRESS_AUDIENCE
-from kubetune_operator import kube
+from kubetune_operator import kube, kueue
 from kubetune_operator.cache import WorkerPod, job_key
 from kubetune_operator.controller import Controller, ControllerSettings
 from kubetune_operator.metrics import JOBS_CACHED
@@ -63,6 +63,7 @@ def controller_settings() -> ControllerSettings:
         progress_interval_s=_env_float("KUBETUNE_PROGRESS_INTERVAL", 0.5),
         status_writes_per_s=_env_float("KUBETUNE_STATUS_WRITES_PER_SECOND", 150.0),
         pod_writes_per_s=_env_float("KUBETUNE_POD_WRITES_PER_SECOND", 100.0),
+        kueue=os.environ.get("KUBETUNE_KUEUE", "") == "1",
     )
 
 
@@ -184,3 +185,26 @@ async def job_changed(event: kopf.RawEvent, **_: Any) -> None:
         )
     CONTROLLER.cache.put_job(raw, from_watch=True)
     CONTROLLER.queue.add(key, urgent=True)
+
+
+# Kueue Workloads of queued jobs (only with --kueue). Indexed like the pods: a
+# restarted operator never takes a Workload it has not listed yet for a
+# missing one (and never stops an admitted job for it).
+
+if CONTROLLER.settings.kueue:
+
+    @kopf.index(kueue.GROUP, kueue.VERSION, kueue.WORKLOADS, labels={LABEL_JOB_UID: kopf.PRESENT})
+    async def workloads_listed(body: kopf.Body, **_: Any) -> None:
+        CONTROLLER.cache.put_workload(dict(body))
+
+    @kopf.on.event(
+        kueue.GROUP, kueue.VERSION, kueue.WORKLOADS, labels={LABEL_JOB_UID: kopf.PRESENT}
+    )
+    async def workload_changed(event: kopf.RawEvent, **_: Any) -> None:
+        raw = cast(dict[str, Any], event["object"])
+        if event.get("type") == "DELETED":
+            key = CONTROLLER.cache.forget_workload(raw)
+        else:
+            key = CONTROLLER.cache.put_workload(raw)
+        if key is not None:
+            CONTROLLER.queue.add(key, urgent=True)

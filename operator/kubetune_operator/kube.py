@@ -18,8 +18,9 @@ from typing import Any, cast
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from kubetune_operator import kueue
 from kubetune_operator.metrics import API_ERRORS, API_REQUESTS
-from kubetune_operator.model import API_GROUP, API_VERSION, KIND, PLURAL
+from kubetune_operator.model import API_GROUP, API_VERSION, KIND, LABEL_JOB_UID, PLURAL
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +193,10 @@ def post_event(body: dict[str, Any], etype: str, reason: str, message: str) -> N
     core = kubernetes.client.CoreV1Api(api())
     try:
         with _counted("create", "events"):
-            core.create_namespaced_event(
-                meta["namespace"], cast(Any, event), _preload_content=False
+            _drained(
+                core.create_namespaced_event(
+                    meta["namespace"], cast(Any, event), _preload_content=False
+                )
             )
     except ApiException as exc:
         log.warning("could not post event %s on %s: %s", reason, meta["name"], exc.reason)
@@ -239,3 +242,145 @@ def review_token(token: str, audience: str) -> dict[str, Any]:
     with _counted("create", "tokenreviews"):
         response = auth.create_token_review(cast(Any, review), _preload_content=False)
     return cast(dict[str, Any], _raw(response).get("status") or {})
+
+
+# Kueue (only with --kueue): Workloads of queued jobs, and the cluster-scoped
+# objects their admission names.
+
+
+def kueue_served() -> bool:
+    """Whether the API server serves Kueue's Workload API (its CRDs are installed)."""
+    with _counted("get", "discovery"):
+        groups = _raw(kubernetes.client.ApisApi(api()).get_api_versions(_preload_content=False))
+    return any(
+        g.get("name") == kueue.GROUP
+        and any(v.get("version") == kueue.VERSION for v in g.get("versions") or [])
+        for g in groups.get("groups") or []
+    )
+
+
+def get_cluster_object(plural: str, name: str) -> dict[str, Any] | None:
+    """A Kueue ResourceFlavor or WorkloadPriorityClass; None when there is none."""
+    objects = kubernetes.client.CustomObjectsApi(api())
+    try:
+        with _counted("get", plural):
+            return cast(
+                dict[str, Any],
+                _raw(
+                    objects.get_cluster_custom_object(
+                        kueue.GROUP, kueue.VERSION, plural, name, _preload_content=False
+                    )
+                ),
+            )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def create_workload(body: dict[str, Any]) -> None:
+    """Idempotent: a Workload of that name already there counts as created."""
+    objects = kubernetes.client.CustomObjectsApi(api())
+    try:
+        with _counted("create", kueue.WORKLOADS):
+            _drained(
+                objects.create_namespaced_custom_object(
+                    kueue.GROUP,
+                    kueue.VERSION,
+                    body["metadata"]["namespace"],
+                    kueue.WORKLOADS,
+                    body,
+                    _preload_content=False,
+                )
+            )
+    except ApiException as exc:
+        if exc.status == 409:
+            return
+        if exc.status in (400, 422):
+            raise Rejected(_api_message(exc)) from exc
+        raise
+
+
+def delete_workload(namespace: str, name: str, uid: str) -> None:
+    """Only that Workload (uid precondition), never a newer one of the same name."""
+    objects = kubernetes.client.CustomObjectsApi(api())
+    try:
+        with _counted("delete", kueue.WORKLOADS):
+            _drained(
+                objects.delete_namespaced_custom_object(
+                    kueue.GROUP,
+                    kueue.VERSION,
+                    namespace,
+                    kueue.WORKLOADS,
+                    name,
+                    body=cast(Any, {"preconditions": {"uid": uid}}),
+                    _preload_content=False,
+                )
+            )
+    except ApiException as exc:
+        if exc.status not in (404, 409):
+            raise
+
+
+def set_workload_active(body: dict[str, Any], active: bool) -> None:
+    """spec.active, guarded by the resourceVersion it was decided from."""
+    meta = body["metadata"]
+    patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "spec": {"active": active}}
+    objects = kubernetes.client.CustomObjectsApi(api())
+    try:
+        with _counted("patch", kueue.WORKLOADS):
+            _drained(
+                objects.patch_namespaced_custom_object(
+                    kueue.GROUP,
+                    kueue.VERSION,
+                    meta["namespace"],
+                    kueue.WORKLOADS,
+                    meta["name"],
+                    patch,
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                )
+            )
+    except ApiException as exc:
+        if exc.status in (404, 409):
+            raise Conflict(f"Workload {meta['name']} changed: {exc.reason}") from exc
+        raise
+
+
+def replace_workload_status(body: dict[str, Any], status: dict[str, Any]) -> None:
+    """The Workload's status in one call, guarded by its resourceVersion."""
+    meta = body["metadata"]
+    objects = kubernetes.client.CustomObjectsApi(api())
+    try:
+        with _counted("update", f"{kueue.WORKLOADS}/status"):
+            _drained(
+                objects.replace_namespaced_custom_object_status(
+                    kueue.GROUP,
+                    kueue.VERSION,
+                    meta["namespace"],
+                    kueue.WORKLOADS,
+                    meta["name"],
+                    {**body, "status": status},
+                    _preload_content=False,
+                )
+            )
+    except ApiException as exc:
+        if exc.status in (404, 409):
+            raise Conflict(f"Workload {meta['name']} changed: {exc.reason}") from exc
+        raise
+
+
+def job_has_pods(namespace: str, job_uid: str) -> bool:
+    """A fresh read (not the cache) of whether any pod of the job exists: the
+    last check before a queued job's quota goes back to Kueue."""
+    core = kubernetes.client.CoreV1Api(api())
+    with _counted("list", "pods"):
+        found = _raw(
+            core.list_namespaced_pod(
+                namespace,
+                label_selector=f"{LABEL_JOB_UID}={job_uid}",
+                limit=1,
+                _preload_content=False,
+            )
+        )
+    return bool(found.get("items"))

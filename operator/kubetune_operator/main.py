@@ -55,7 +55,24 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("KUBETUNE_METRICS_LISTEN", "0.0.0.0:8471"),
         help="HOST:PORT serving Prometheus metrics at /metrics (empty: none)",
     )
+    parser.add_argument(
+        "--kueue",
+        action="store_true",
+        default=os.environ.get("KUBETUNE_KUEUE", "") in ("1", "true"),
+        help="queue jobs labelled kueue.x-k8s.io/queue-name through Kueue (needs Kueue's "
+        "CRDs; default: off, or $KUBETUNE_KUEUE=1)",
+    )
     args = parser.parse_args(argv)
+    if args.kueue:
+        from kubetune_operator import kube
+
+        if not kube.kueue_served():
+            print(
+                "error: --kueue is set but the API server does not serve Kueue's Workload API "
+                "(kueue.x-k8s.io/v1beta2): install Kueue (>= v0.15) first, or drop --kueue",
+                file=sys.stderr,
+            )
+            return 2
     progress_url = args.progress_url
     if args.progress_listen and not progress_url:
         port = args.progress_listen.rpartition(":")[2]
@@ -64,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["KUBETUNE_PROGRESS_LISTEN"] = args.progress_listen
     os.environ["KUBETUNE_PROGRESS_URL"] = progress_url if args.progress_listen else ""
     os.environ["KUBETUNE_METRICS_LISTEN"] = args.metrics_listen
+    os.environ["KUBETUNE_KUEUE"] = "1" if args.kueue else ""
     namespaces = args.namespace or [
         n for n in os.environ.get("WATCH_NAMESPACE", "").split(",") if n.strip()
     ]

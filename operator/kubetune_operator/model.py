@@ -49,6 +49,8 @@ class Cond:
     COMPLETE = "Complete"
     FAILED = "Failed"
     FINISHED = "Finished"
+    # Only on jobs queued through Kueue: whether their Workload is admitted.
+    ADMITTED = "Admitted"
 
     ALL = (RUNNING, SUSPENDED, CHECKPOINTED, COMPLETE, FAILED, FINISHED)
     # Once True these never return to False (a finished job stays finished).
@@ -78,6 +80,9 @@ class Reason:
     INVALID_CHECKPOINT = "InvalidCheckpoint"
     INVALID_SPEC = "InvalidSpec"
     HEARTBEAT_STALE = "HeartbeatStale"
+    QUEUED = "Queued"
+    ADMITTED = "Admitted"
+    EVICTED = "Evicted"
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ class JobView:
     generation: int
     spec: dict[str, Any]
     status: dict[str, Any]
+    labels: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> JobView:
@@ -101,6 +107,7 @@ class JobView:
             generation=int(meta.get("generation") or 0),
             spec=dict(body.get("spec") or {}),
             status=dict(body.get("status") or {}),
+            labels=dict(meta.get("labels") or {}),
         )
 
     @property

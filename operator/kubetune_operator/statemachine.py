@@ -11,7 +11,10 @@ Invariants (each test-covered in tests/unit/test_statemachine.py):
 - a pod's name is recorded in status (`workerPod`) before the pod is created;
 - each ended attempt is counted once, as a failure or a preemption, in the
   same status write that moves `workerPod` to the next attempt;
-- a terminal phase is never left.
+- a terminal phase is never left;
+- a job queued through Kueue runs a worker pod only while its Workload is
+  admitted; an eviction stops the worker the lossless way and counts one
+  preemption.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kubetune.protocol import EXIT_REASONS, EXIT_STOPPED, EXIT_STORAGE, HOPELESS_EXIT_CODES
-from kubetune_operator.conditions import condition_is_true, set_condition
+from kubetune_operator.conditions import condition_is_true, get_condition, set_condition
+from kubetune_operator.kueue import QueueGate
 from kubetune_operator.model import (
     Cond,
     JobView,
@@ -202,7 +206,9 @@ def compute_decision(
     progress: Progress | None,
     now: datetime,
     restore_error: str | None = None,
+    gate: QueueGate | None = None,
 ) -> Decision:
+    """`gate` is Kueue's word on a queued job (None: the job is not queued)."""
     b = _Builder(job, now)
     st, d = b.st, b.decision
     _apply_progress(b, progress)
@@ -216,6 +222,8 @@ def compute_decision(
         if current is not None and not current.finished and not current.deleting:
             d.delete_pods.append(current.name)  # a finished job leaves no running pod
         return d
+    if gate is not None:
+        _apply_gate(b, gate)
 
     if restore_error:
         b.finish(False, Reason.INVALID_CHECKPOINT, restore_error)
@@ -235,7 +243,10 @@ def compute_decision(
         if current.phase != "Pending" or current.deleting or st.get("workerPodUID"):
             st["workerPodUID"] = current.uid
         if current.finished:
-            _on_pod_finished(b, current)
+            _on_pod_finished(b, current, gate)
+            return d
+        if gate is not None and not gate.may_run and not job.suspend:
+            _evict(b, current, gate)
             return d
 
     if job.suspend:
@@ -266,6 +277,9 @@ def compute_decision(
                 Reason.RESTARTING if restarting else Reason.STARTING,
                 "waiting for the previous worker pod to go",
             )
+            return d
+        if gate is not None and not gate.may_run:
+            b.phase(Phase.PENDING, Reason.QUEUED, f"waiting for Kueue: {gate.waiting()[1]}")
             return d
         d.create_pod = st["workerPod"]
         st.setdefault("startTime", b.now)
@@ -324,7 +338,38 @@ def _suspend(b: _Builder, current: PodView | None, others: list[PodView]) -> Non
     b.phase(Phase.SUSPENDED, Reason.SUSPENDED, f"suspended{where}")
 
 
-def _on_pod_finished(b: _Builder, pod: PodView) -> None:
+def _apply_gate(b: _Builder, gate: QueueGate) -> None:
+    """The Admitted condition, in Kueue's words; an event whenever they change."""
+    before = get_condition(b.st["conditions"], Cond.ADMITTED) or {}
+    if gate.may_run:
+        reason, message, status = Reason.ADMITTED, gate.admitted_message(), "True"
+    else:
+        (reason, message), status = gate.waiting(), "False"
+    b.cond(Cond.ADMITTED, status, reason, message)
+    if (before.get("reason"), before.get("message")) != (reason, message[:1024]):
+        warning = reason in ("Inadmissible", "WorkloadNotCreated")
+        b.event("Warning" if warning else "Normal", reason, message)
+
+
+def _evict(b: _Builder, current: PodView, gate: QueueGate) -> None:
+    """Kueue takes the quota back: the worker checkpoints and stops (SIGTERM), and
+    the quota is released only once its pod is gone (kueue.plan_workload)."""
+    st, d = b.st, b.decision
+    why = gate.waiting()[1]
+    if not current.deleting:
+        d.delete_pods.append(current.name)
+    if st.get("stoppingPod") != current.name:
+        st["stoppingPod"] = current.name
+        st["preemptions"] += 1
+        b.event("Warning", Reason.PREEMPTED, f"stopping worker pod {current.name}: {why}")
+    b.phase(
+        Phase.RESTARTING,
+        Reason.PREEMPTED,
+        f"{why}; the worker saves a checkpoint and stops, then the job waits in its queue",
+    )
+
+
+def _on_pod_finished(b: _Builder, pod: PodView, gate: QueueGate | None = None) -> None:
     st, d, job = b.st, b.decision, b.job
     code = pod.exit_code
     if pod.phase == "Succeeded" or code == 0:
@@ -345,7 +390,11 @@ def _on_pod_finished(b: _Builder, pod: PodView) -> None:
         b.phase(Phase.SUSPENDING, Reason.SUSPENDING, "the worker saved its checkpoint and stopped")
         return
     reason, message = Reason.RESTARTING, _describe_exit(pod)
-    if stopped and pod.name == st.get("stoppingPod"):
+    evicted = gate is not None and not gate.may_run
+    if stopped and pod.name == st.get("stoppingPod") and evicted:
+        # Counted when the eviction was acted on.
+        reason, message = Reason.PREEMPTED, "the worker saved its checkpoint and stopped for Kueue"
+    elif stopped and pod.name == st.get("stoppingPod"):
         message = (
             "the worker stopped for a suspend that was undone"  # neither failure nor preemption
         )
@@ -371,6 +420,9 @@ def _on_pod_finished(b: _Builder, pod: PodView) -> None:
         return
     b.next_attempt()
     latest = (st.get("latestCheckpoint") or {}).get("path")
+    if gate is not None and not gate.may_run:
+        b.phase(Phase.PENDING, Reason.QUEUED, f"{message}; waiting for Kueue: {gate.waiting()[1]}")
+        return
     resume = f"restarting from {latest}" if latest else "restarting from the beginning"
     # A phase that stays Restarting still gets its event: each attempt is news.
     if st.get("phase") == Phase.RESTARTING.value:
