@@ -7,6 +7,7 @@ K8S_VERSION="${K8S_VERSION:-v1.35.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.14}"
 VERSITYGW_VERSION="${VERSITYGW_VERSION:-v1.8.0}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"  # only for `build.sh kwok` (the scale benchmark)
+KUEUE_VERSION="${KUEUE_VERSION:-v0.17.0}"  # only for `build.sh kueue` (localcluster/kueue.py)
 CACHE="${KUBETUNE_CACHE:-$HOME/.cache/kubetune}"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
@@ -107,6 +108,15 @@ build_kwok() {
   GOBIN="$out" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 }
 
+# Kueue (the real controller manager, run as a host process; not part of `all`).
+build_kueue() {
+  local out="$CACHE/kueue-$KUEUE_VERSION/bin"
+  if [[ -x "$out/kueue" ]]; then log "kueue $KUEUE_VERSION: cached"; return; fi
+  mkdir -p "$out"
+  log "kueue $KUEUE_VERSION: building"
+  GOBIN="$out" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION"
+}
+
 start=$(date +%s)
 mkdir -p "$CACHE"
 case "${1:-all}" in
@@ -114,7 +124,8 @@ case "${1:-all}" in
   etcd) build_etcd ;;
   s3) build_versitygw ;;
   kwok) build_kwok ;;
+  kueue) build_kueue ;;
   all) build_etcd; build_versitygw; build_kubernetes ;;
-  *) echo "usage: $0 [all|kubernetes|etcd|s3|kwok]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|kubernetes|etcd|s3|kwok|kueue]" >&2; exit 2 ;;
 esac
 log "finished in $(( $(date +%s) - start ))s; cache $CACHE uses $(du -sh "$CACHE" | cut -f1)"
