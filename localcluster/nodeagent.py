@@ -25,7 +25,13 @@ from localcluster.config import K8S_VERSION, NodeSpec, parse_nodes
 from localcluster.kube import Kube, KubeError
 from localcluster.nodeagent_logs import LogServer
 from localcluster.nodeagent_pods import GpuPool, PodWorker, Runtime
-from localcluster.nodeagent_spec import build_lease, build_node, build_node_status, now_rfc3339
+from localcluster.nodeagent_spec import (
+    GPU_PRESENT_LABEL,
+    build_lease,
+    build_node,
+    build_node_status,
+    now_rfc3339,
+)
 from localcluster.procs import start_time
 
 log = logging.getLogger("nodeagent")
@@ -56,14 +62,16 @@ class Agent:
 
     # --- nodes ---
     def register(self, node: NodeSpec) -> None:
-        body = build_node(node.name)
+        body = build_node(node.name, gpus=node.gpus)
         try:
             created = self.kube.create("/api/v1/nodes", body)
         except KubeError as err:
             if err.status != 409:
                 raise
+            labels: dict[str, str | None] = dict(body["metadata"]["labels"])
+            labels.setdefault(GPU_PRESENT_LABEL, None)  # a node that lost its GPUs
             created = self.kube.patch(
-                f"/api/v1/nodes/{node.name}", {"metadata": {"labels": body["metadata"]["labels"]}}
+                f"/api/v1/nodes/{node.name}", {"metadata": {"labels": labels}}
             )
         self.node_uids[node.name] = created["metadata"]["uid"]
         self.post_status(node)

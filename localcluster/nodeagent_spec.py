@@ -12,6 +12,8 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 GPU = "nvidia.com/gpu"
+# What NVIDIA's GPU feature discovery puts on a node with GPUs (Kueue flavors select on it).
+GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
 POD_IP = "127.0.0.1"
 MAX_MESSAGE_BYTES = 4096  # the kubelet's cap on a termination message
 FALLBACK_LOG_LINES = 80  # FallbackToLogsOnError: at most this many log lines ...
@@ -35,20 +37,28 @@ def now_micro(now: datetime.datetime) -> str:
 # --- nodes -------------------------------------------------------------------
 
 
-def build_node(name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+def node_labels(name: str, gpus: int) -> dict[str, str]:
+    """The labels a node registers with: the kubelet's, plus the GPU feature
+    discovery's `nvidia.com/gpu.present: "true"` when it has GPUs."""
+    labels = {
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "beta.kubernetes.io/os": "linux",
+        "beta.kubernetes.io/arch": "amd64",
+    }
+    if gpus > 0:
+        labels[GPU_PRESENT_LABEL] = "true"
+    return labels
+
+
+def build_node(name: str, labels: Mapping[str, str] | None = None, gpus: int = 0) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
             "name": name,
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                "beta.kubernetes.io/os": "linux",
-                "beta.kubernetes.io/arch": "amd64",
-                **(labels or {}),
-            },
+            "labels": {**node_labels(name, gpus), **(labels or {})},
             "annotations": {"node.alpha.kubernetes.io/ttl": "0"},
         },
         "spec": {},
