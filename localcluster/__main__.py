@@ -1,5 +1,6 @@
 """Command line of the local cluster: `python -m localcluster up|down|status`,
-and `python -m localcluster kwok up|down|status` for the fake kwok nodes."""
+`python -m localcluster kwok up|down|status` for the fake kwok nodes and
+`python -m localcluster kueue up|down|status` for Kueue."""
 
 from __future__ import annotations
 
@@ -17,11 +18,15 @@ def main(argv: list[str] | None = None) -> int:
         from localcluster import kwok
 
         return kwok.main(argv[1:])
+    if argv[:1] == ["kueue"]:  # Kueue as a host process (localcluster/kueue.py)
+        from localcluster import kueue
+
+        return kueue.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m localcluster",
         description="A real local Kubernetes cluster for the tests and the demo.",
     )
-    parser.add_argument("command", choices=["up", "down", "status", "kwok"])
+    parser.add_argument("command", choices=["up", "down", "status", "kwok", "kueue"])
     parser.add_argument(
         "--nodes",
         default=os.environ.get("KUBETUNE_NODES", DEFAULT_NODES),

@@ -32,6 +32,11 @@ class Ports:
     scheduler: int = 10259
     s3: int = 9000
     kubelet_base: int = 10250
+    # Kueue as a host process (localcluster/kueue.py), only when started; side by
+    # side, so a cluster shifted by a few hundred or thousand ports never meets them.
+    kueue_webhook: int = 19443
+    kueue_health: int = 19444
+    kueue_metrics: int = 19445
 
     def shifted(self, offset: int) -> Ports:
         """All ports moved by `offset`: a second cluster beside the first (tests)."""

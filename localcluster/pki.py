@@ -131,6 +131,21 @@ def build_leaf(
     return Issuer(key, builder.sign(ca.key, hashes.SHA256()))
 
 
+def load_ca(pki: Path) -> Issuer:
+    """The cluster's CA as `write_pki` left it (to sign a certificate later)."""
+    key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{pki / 'ca.key'} is not an elliptic-curve key")
+    return Issuer(key, x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes()))
+
+
+def write_pair(folder: Path, issued: Issuer, stem: str = "tls") -> None:
+    """`issued` as `folder/<stem>.crt` and `folder/<stem>.key` (the key private to us)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_key(folder / f"{stem}.key", issued.key)
+    _write_cert(folder / f"{stem}.crt", issued.cert)
+
+
 def write_pki(pki: Path, node_names: list[str]) -> None:
     """Writes every file the components read into `pki` (a fresh folder per cluster)."""
     pki.mkdir(parents=True, exist_ok=True)
