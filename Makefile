@@ -50,6 +50,12 @@ cluster-up: venv ## Start the local cluster (builds what is missing); idempotent
 cluster-down: ## Stop the local cluster and remove its state
 	@if [ -x $(PY) ]; then $(PY) -m localcluster down; else echo "no .venv: nothing to stop"; fi
 
+kueue-up: venv cluster-up ## Start the real Kueue (v0.17.0) on the local cluster (builds it once, ~4 min); idempotent
+	$(PY) -m localcluster kueue up
+
+kueue-down: ## Stop Kueue on the local cluster (its CRDs and queues stay)
+	@if [ -x $(PY) ]; then $(PY) -m localcluster kueue down; else echo "no .venv: nothing to stop"; fi
+
 generate: venv ## Regenerate the chart's CRD copy and docs/api.md from crds/
 	$(PY) hack/sync_crds.py
 	$(PY) hack/gen_api_docs.py
@@ -64,4 +70,4 @@ BENCH_OPERATOR ?= current
 bench-scale: venv cluster-up ## Operator at scale on kwok nodes (BENCH_JOBS=1000,10000 BENCH_OPERATOR=current|baseline)
 	$(PY) bench/scale.py --jobs $(BENCH_JOBS) --operator $(BENCH_OPERATOR) $(BENCH_SCALE_ARGS)
 
-.PHONY: help venv example demo lint unit e2e test cluster-build cluster-up cluster-down generate bench bench-scale
+.PHONY: help venv example demo lint unit e2e test cluster-build cluster-up cluster-down kueue-up kueue-down generate bench bench-scale
