@@ -84,6 +84,7 @@ class ClusterCache:
         self._pods: dict[str, WorkerPod] = {}  # by pod uid
         self._pods_by_job: dict[str, set[str]] = {}  # job uid -> pod uids
         self._workloads: dict[str, bytes] = {}  # job uid -> its Kueue Workload (--kueue)
+        self._workload_revisions: dict[str, tuple[str, int]] = {}  # job uid -> (wl uid, rv)
 
     # jobs
 
@@ -171,15 +172,25 @@ class ClusterCache:
 
     # Kueue Workloads (labelled with their job's uid by the operator)
 
-    def put_workload(self, body: dict[str, Any]) -> JobKey | None:
-        """Keep a Workload; the key of the job it belongs to (None: not ours)."""
+    def put_workload(self, body: dict[str, Any], *, from_watch: bool = False) -> JobKey | None:
+        """Keep a Workload; the key of the job it belongs to (None: not ours). A
+        watch event older than what our own write returned is skipped."""
         meta = body.get("metadata") or {}
         labels = meta.get("labels") or {}
         uid, name = labels.get(LABEL_JOB_UID), labels.get(LABEL_JOB)
         if not uid or not name:
             return None
+        rv = _revision(body)
         with self._lock:
+            kept = self._workload_revisions.get(uid)
+            same = kept is not None and kept[0] == meta.get("uid")
+            if from_watch and rv is not None and kept is not None and same and rv < kept[1]:
+                return (meta.get("namespace") or "default", name)
             self._workloads[uid] = compact_body(body)
+            if rv is None:
+                self._workload_revisions.pop(uid, None)
+            else:
+                self._workload_revisions[uid] = (meta.get("uid") or "", rv)
         return (meta.get("namespace") or "default", name)
 
     def forget_workload(self, body: dict[str, Any]) -> JobKey | None:
@@ -193,6 +204,7 @@ class ClusterCache:
             # Only the Workload that went: a recreated one may already be here.
             if kept is not None and orjson.loads(kept)["metadata"].get("uid") == meta.get("uid"):
                 del self._workloads[uid]
+                self._workload_revisions.pop(uid, None)
         return (meta.get("namespace") or "default", name)
 
     def workload_of(self, job_uid: str) -> dict[str, Any] | None:

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from kubetune_operator import kube, kueue, storageio
+from kubetune_operator import kube, storageio
 from kubetune_operator.cache import ClusterCache, JobKey
-from kubetune_operator.kueue import QueueGate, WorkloadView
+from kubetune_operator.kueue import QueueGate
 from kubetune_operator.metrics import (
     JOBS_CACHED,
     QUEUE_DEPTH,
@@ -30,7 +30,7 @@ from kubetune_operator.metrics import (
     REPORT_TO_STATUS_SECONDS,
     STATUS_WRITES,
 )
-from kubetune_operator.model import Cond, JobView, Phase, PodView, Progress, is_terminal
+from kubetune_operator.model import JobView, Phase, PodView, Progress, is_terminal
 from kubetune_operator.podspec import PodSettings, build_worker_pod
 from kubetune_operator.progressbook import ProgressBook, newer
 from kubetune_operator.statemachine import (
@@ -40,6 +40,7 @@ from kubetune_operator.statemachine import (
     parse_rfc3339,
     refuse_pod_decision,
 )
+from kubetune_operator.workloads import WorkloadSync
 from kubetune_operator.workqueue import FairLine, WorkQueue, WriteBudget
 
 log = logging.getLogger("kubetune_operator")
@@ -79,8 +80,7 @@ class Controller:
         self._last_progress_write: dict[JobKey, float] = {}
         self.progress_line: FairLine[JobKey] = FairLine()
         self._secrets: dict[tuple[str, str], tuple[float, dict[str, str] | None]] = {}
-        # Why a queued job's Workload could not be made (by job uid), until it can.
-        self._workload_problems: dict[str, str] = {}
+        self.workloads = WorkloadSync(settings.pod, self.cache, self.pod_budget)
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
 
@@ -168,7 +168,7 @@ class Controller:
         current = next((p for p in pods if p.name and p.name == worker), None)
 
         workload = self.cache.workload_of(job.uid) if self.settings.kueue else None
-        gate = self._gate(job, workload)
+        gate = self.workloads.gate(job, workload) if self.settings.kueue else None
         progress, restore_error = None, None
         if not is_terminal(phase):
             progress = self._progress(job, worker, current)
@@ -207,112 +207,10 @@ class Controller:
             self._last_progress_write.pop(key, None)  # not reporting now
         look = self._next_look(job, decision, current)
         if self.settings.kueue and (workload is not None or gate is not None):
-            again = self._sync_workload(job, workload, pods, decision)
+            again = self.workloads.sync(job, workload, pods, decision)
             if again is not None:
                 look = again if look is None else min(look, again)
         return look
-
-    # Kueue
-
-    def _gate(self, job: JobView, workload: dict[str, Any] | None) -> QueueGate | None:
-        queue = kueue.queue_name(job) if self.settings.kueue else ""
-        if not queue:
-            return None
-        view = WorkloadView.from_body(workload) if workload is not None else None
-        return QueueGate(queue, view, self._workload_problems.get(job.uid, ""))
-
-    def _desired_workload(self, job: JobView, priority: int | None) -> dict[str, Any]:
-        pod = build_worker_pod(job, 1, self.settings.pod)
-        return kueue.build_workload(job, pod, priority)
-
-    def _sync_workload(
-        self,
-        job: JobView,
-        workload: dict[str, Any] | None,
-        pods: list[PodView],
-        decision: Decision,
-    ) -> float | None:
-        """Make the job's Workload say what the job did (after the job's own
-        status is written); the seconds after which to look again, if any."""
-        st = decision.status
-        terminal = None
-        if is_terminal(st.get("phase")):
-            finished: dict[str, Any] = next(
-                (c for c in st.get("conditions") or [] if c.get("type") == Cond.FINISHED), {}
-            )
-            terminal = (st.get("phase") == Phase.SUCCEEDED.value, finished.get("message") or "")
-        view = WorkloadView.from_body(workload) if workload is not None else None
-        desired_hash = kueue.spec_hash(self._desired_workload(job, None)["spec"])
-        plan = kueue.plan_workload(job, view, desired_hash, pods, terminal)
-        if plan.empty:
-            return None
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        ns = job.namespace
-        self.pod_budget.take()
-        try:
-            if plan.create:
-                return self._create_workload(job)
-            assert workload is not None and view is not None
-            if plan.delete:
-                log.info("[%s/%s] deleting Workload %s (its spec changed)", ns, job.name, view.name)
-                kube.delete_workload(ns, view.name, view.uid)
-            if plan.set_active is not None:
-                kube.set_workload_active(workload, plan.set_active)
-            if plan.clear_eviction:
-                if kube.job_has_pods(ns, job.uid):
-                    return 1.0  # the cache is behind: quota goes back only after the pod
-                kube.replace_workload_status(workload, kueue.cleared_status(workload, now))
-                log.info("[%s/%s] worker gone: quota of %s given back", ns, job.name, view.name)
-            if plan.finish is not None:
-                succeeded, message = plan.finish
-                status = kueue.finished_status(workload, succeeded, message, now)
-                kube.replace_workload_status(workload, status)
-        except kube.Conflict as exc:
-            log.info("[%s/%s] Workload not written, deciding again: %s", ns, job.name, exc)
-            return 0.5  # the watch brings the new Workload
-        return None
-
-    def _create_workload(self, job: JobView) -> float | None:
-        priority = None
-        name = kueue.priority_class(job)
-        if name:
-            found = kube.get_cluster_object(kueue.PRIORITY_CLASSES, name)
-            if found is None:
-                return self._workload_problem(
-                    job,
-                    f"WorkloadPriorityClass {name!r} does not exist: create it, or fix "
-                    f"the label {kueue.PRIORITY_LABEL}",
-                )
-            priority = int(found.get("value") or 0)
-        try:
-            kube.create_workload(self._desired_workload(job, priority))
-        except kube.Rejected as exc:
-            return self._workload_problem(job, f"the Workload was refused: {exc}")
-        if self._workload_problems.pop(job.uid, None) is not None:
-            return 0.0  # the job's status still shows the problem
-        return None
-
-    def _workload_problem(self, job: JobView, problem: str) -> float:
-        """Shown in the job's status by the next reconcile; tried again later."""
-        new = self._workload_problems.get(job.uid) != problem
-        self._workload_problems[job.uid] = problem
-        if new:
-            log.warning("[%s/%s] %s", job.namespace, job.name, problem)
-        return 0.0 if new else 30.0
-
-    def _worker_pod(self, job: JobView, attempt: int, gate: QueueGate | None) -> dict[str, Any]:
-        pod = build_worker_pod(job, attempt, self.settings.pod)
-        if gate is None or gate.workload is None:
-            return pod
-        wl = gate.workload
-        flavors = [
-            found
-            for name in sorted(set(wl.flavors.values()))
-            if (found := kube.get_cluster_object(kueue.RESOURCE_FLAVORS, name)) is not None
-        ]
-        pod = kueue.apply_flavors(pod, flavors, wl.pod_set_updates)
-        pod["metadata"].setdefault("annotations", {})[kueue.WORKLOAD_ANNOTATION] = wl.name
-        return pod
 
     def _act(
         self,
@@ -331,7 +229,10 @@ class Controller:
             attempt = int(decision.status["attempt"])
             self.pod_budget.take()
             try:
-                kube.create_pod(job.namespace, self._worker_pod(job, attempt, gate))
+                pod = build_worker_pod(job, attempt, self.settings.pod)
+                if gate is not None:
+                    pod = self.workloads.place(pod, gate)
+                kube.create_pod(job.namespace, pod)
             except (kube.Rejected, ValueError) as exc:
                 self._fail_refused(job, str(exc), now)
 
@@ -384,7 +285,7 @@ class Controller:
 
     def forget_job(self, key: JobKey, job_uid: str) -> None:
         self.cache.forget_job(key)
-        self._workload_problems.pop(job_uid, None)
+        self.workloads.forget(job_uid)
         self.queue.discard(key)
         self._forget_progress(key, job_uid)
 

@@ -205,6 +205,6 @@ if CONTROLLER.settings.kueue:
         if event.get("type") == "DELETED":
             key = CONTROLLER.cache.forget_workload(raw)
         else:
-            key = CONTROLLER.cache.put_workload(raw)
+            key = CONTROLLER.cache.put_workload(raw, from_watch=True)
         if key is not None:
             CONTROLLER.queue.add(key, urgent=True)

@@ -322,14 +322,14 @@ def delete_workload(namespace: str, name: str, uid: str) -> None:
             raise
 
 
-def set_workload_active(body: dict[str, Any], active: bool) -> None:
-    """spec.active, guarded by the resourceVersion it was decided from."""
+def set_workload_active(body: dict[str, Any], active: bool) -> dict[str, Any]:
+    """spec.active, guarded by the resourceVersion it was decided from; the new body."""
     meta = body["metadata"]
     patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "spec": {"active": active}}
     objects = kubernetes.client.CustomObjectsApi(api())
     try:
         with _counted("patch", kueue.WORKLOADS):
-            _drained(
+            return _raw(
                 objects.patch_namespaced_custom_object(
                     kueue.GROUP,
                     kueue.VERSION,
@@ -347,13 +347,13 @@ def set_workload_active(body: dict[str, Any], active: bool) -> None:
         raise
 
 
-def replace_workload_status(body: dict[str, Any], status: dict[str, Any]) -> None:
-    """The Workload's status in one call, guarded by its resourceVersion."""
+def replace_workload_status(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """The Workload's status in one call, guarded by its resourceVersion; the new body."""
     meta = body["metadata"]
     objects = kubernetes.client.CustomObjectsApi(api())
     try:
         with _counted("update", f"{kueue.WORKLOADS}/status"):
-            _drained(
+            return _raw(
                 objects.replace_namespaced_custom_object_status(
                     kueue.GROUP,
                     kueue.VERSION,

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from kubetune.checkpoints import RunStore
+from kubetune.storage import open_storage
 from localcluster.testing import Cluster, read_env_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,6 +42,9 @@ HELM_NAMESPACE_PREFIX = "kubetune-helm-"
 # away from the defaults a demo or benchmark operator uses.
 PROGRESS_PORT = 18470
 METRICS_PORT = 18471
+# The Kueue tests' namespaces (named after the tests, test_kueue_*) have an
+# operator of their own, started with --kueue (tests/e2e/test_kueue.py).
+KUEUE_NAMESPACE_PREFIX = "test-kueue-"
 
 
 def cluster_env() -> dict[str, str]:
@@ -79,8 +85,17 @@ def set_suspend(namespace: str, name: str, suspend: bool) -> None:
 class OperatorProcess:
     """`kubetune-operator` as a child process that a test may SIGKILL and start again."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(
+        self,
+        log_path: Path,
+        namespaces: str = f"!{HELM_NAMESPACE_PREFIX}*,!bench-*,!{KUEUE_NAMESPACE_PREFIX}*",
+        ports: tuple[int, int] = (PROGRESS_PORT, METRICS_PORT),
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.log_path = log_path
+        self.namespaces = namespaces
+        self.ports = ports
+        self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -97,10 +112,12 @@ class OperatorProcess:
                 # (installed by the chart) must have its jobs to itself. One
                 # pattern: kopf ORs separate --namespace patterns together, and
                 # a leading "!" glob implies "everything but".
-                # The scale benchmark's namespaces have their own operator too.
-                f"--namespace=!{HELM_NAMESPACE_PREFIX}*,!bench-*",
-                f"--progress-listen=127.0.0.1:{PROGRESS_PORT}",
-                f"--metrics-listen=127.0.0.1:{METRICS_PORT}",
+                # The scale benchmark's and the Kueue tests' namespaces have
+                # their own operators too.
+                f"--namespace={self.namespaces}",
+                f"--progress-listen=127.0.0.1:{self.ports[0]}",
+                f"--metrics-listen=127.0.0.1:{self.ports[1]}",
+                *self.extra_args,
             ],
             cwd=REPO,
             env=env,
@@ -175,6 +192,12 @@ def s3(cluster: Cluster) -> Any:
 @pytest.fixture
 def job_ns(namespace: str, s3: Any, operator: OperatorProcess) -> str:
     """A fresh namespace holding the S3 credentials Secret, with the operator running."""
+    create_credentials(namespace)
+    return namespace
+
+
+def create_credentials(namespace: str) -> None:
+    """The S3 credentials Secret (SECRET) the tests' jobs name."""
     env = cluster_env()
     kubectl(
         "-n",
@@ -186,7 +209,6 @@ def job_ns(namespace: str, s3: Any, operator: OperatorProcess) -> str:
         f"--from-literal=AWS_ACCESS_KEY_ID={env['AWS_ACCESS_KEY_ID']}",
         f"--from-literal=AWS_SECRET_ACCESS_KEY={env['AWS_SECRET_ACCESS_KEY']}",
     )
-    return namespace
 
 
 def job_manifest(
@@ -266,3 +288,15 @@ def object_exists(s3: Any, uri: str) -> bool:
         return True
     except Exception:
         return False
+
+
+def time_checkpoint_upload(run_uri: str, size_mib: int) -> float:
+    """Seconds to commit a checkpoint of the worker's size to the same S3 server."""
+    env = cluster_env()
+    creds = {k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    store = RunStore(open_storage(run_uri, endpoint_url=env["AWS_ENDPOINT_URL"], credentials=creds))
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "checkpoint.pkl").write_bytes(b"x" * size_mib * 1024 * 1024)
+        t0 = time.monotonic()
+        store.commit_checkpoint(Path(tmp), 1, {})
+        return time.monotonic() - t0

@@ -133,6 +133,36 @@ def test_rbac_per_namespace_when_the_namespaces_are_named() -> None:
     assert rules_of(docs, "ClusterRole") == CLUSTER_RULES | NAMESPACED_RULES
 
 
+KUEUE_NAMESPACED = {
+    ("kueue.x-k8s.io", "workloads"): {"get", "list", "watch", "create", "delete", "patch"},
+    ("kueue.x-k8s.io", "workloads/status"): {"get", "update", "patch"},
+}
+KUEUE_CLUSTER = {("kueue.x-k8s.io", "resourceflavors"): {"get"}}
+KUEUE_CLUSTER[("kueue.x-k8s.io", "workloadpriorityclasses")] = {"get"}
+
+
+def test_kueue_support_adds_its_rbac_and_flag_only_when_enabled() -> None:
+    docs = documents(render("kueue.enabled=true"))
+    assert rules_of(docs, "ClusterRole") == (
+        CLUSTER_RULES | NAMESPACED_RULES | KUEUE_NAMESPACED | KUEUE_CLUSTER
+    )
+    (deploy,) = [d for d in docs if d["kind"] == "Deployment"]
+    env = {
+        e["name"]: e.get("value")
+        for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["KUBETUNE_KUEUE"] == "1"
+    roles = documents(render("kueue.enabled=true", "watchNamespaces={team-a}"))
+    assert rules_of(roles, "Role") == NAMESPACED_RULES | KUEUE_NAMESPACED
+    bad = subprocess.run(
+        [str(HELM), "template", "t", str(CHART), "--set-string=kueue.enabled=yes"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode != 0 and "kueue" in bad.stderr, bad.stderr
+
+
 def test_chart_crd_is_the_repo_crd() -> None:
     docs = documents(render(crds=True))
     (crd,) = [d for d in docs if d["kind"] == "CustomResourceDefinition"]

@@ -4,15 +4,12 @@ into status, suspend and resume without loss, restore from another job."""
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 from operator_fixtures import (
     apply,
-    cluster_env,
     condition,
     get_job,
     job_manifest,
@@ -23,26 +20,12 @@ from operator_fixtures import (
     read_results,
     report_figure,
     set_suspend,
+    time_checkpoint_upload,
     wait_condition,
     wait_for,
 )
 
-from kubetune.checkpoints import RunStore
-from kubetune.storage import open_storage
-
 pytestmark = pytest.mark.e2e
-
-
-def time_checkpoint_upload(run_uri: str, size_mib: int) -> float:
-    """Seconds to commit a checkpoint of the worker's size to the same S3 server."""
-    env = cluster_env()
-    creds = {k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    store = RunStore(open_storage(run_uri, endpoint_url=env["AWS_ENDPOINT_URL"], credentials=creds))
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "checkpoint.pkl").write_bytes(b"x" * size_mib * 1024 * 1024)
-        t0 = time.monotonic()
-        store.commit_checkpoint(Path(tmp), 1, {})
-        return time.monotonic() - t0
 
 
 def iteration_of(job: dict[str, Any]) -> int:

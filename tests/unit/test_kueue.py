@@ -247,3 +247,26 @@ def test_user_suspend_of_a_queued_job_is_the_usual_lossless_suspend():
     inactive = workload(cond("Evicted", "True", "Deactivated"), active=False)
     done = decide(job({"suspend": True}, d.status), [], inactive)
     assert done.status["phase"] == "Suspended" and done.status["preemptions"] == 0
+
+
+def test_cache_keeps_our_written_workload_over_an_older_watch_event():
+    from kubetune_operator.cache import ClusterCache
+
+    cache = ClusterCache()
+
+    def body(rv: str, reserved: str) -> dict[str, Any]:
+        wl = workload(cond("QuotaReserved", reserved))
+        wl["metadata"].update(
+            namespace="ns",
+            resourceVersion=rv,
+            labels={"kubetune.io/job": "j", "kubetune.io/job-uid": "u"},
+        )
+        return wl
+
+    assert cache.put_workload(body("10", "False")) == ("ns", "j")  # our write's result
+    cache.put_workload(body("9", "True"), from_watch=True)  # late event from before it
+    assert WorkloadView.from_body(cache.workload_of("u") or {}).quota_reserved is False
+    cache.put_workload(body("11", "True"), from_watch=True)
+    assert WorkloadView.from_body(cache.workload_of("u") or {}).quota_reserved is True
+    cache.forget_workload(body("11", "True"))
+    assert cache.workload_of("u") is None
