@@ -7,11 +7,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -300,3 +302,16 @@ def time_checkpoint_upload(run_uri: str, size_mib: int) -> float:
         t0 = time.monotonic()
         store.commit_checkpoint(Path(tmp), 1, {})
         return time.monotonic() - t0
+
+
+def request_counts(port: int = METRICS_PORT) -> dict[str, float]:
+    """The operator's API and S3 request counters, by series."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    counts = {}
+    for line in text.splitlines():
+        m = re.match(r"(kubetune_(?:api|s3)_requests_total\{[^}]*\}) (\S+)", line)
+        if m:
+            counts[m.group(1)] = float(m.group(2))
+    return counts

@@ -31,6 +31,7 @@ from operator_fixtures import (
     phase_is,
     read_results,
     report_figure,
+    request_counts,
     set_suspend,
     stop_demo_operator,
     time_checkpoint_upload,
@@ -48,6 +49,8 @@ GROUP, VERSION = "kueue.x-k8s.io", "v1beta2"
 QUEUE = "team-a"
 EXAMPLE = REPO / "examples" / "kueue" / "queues.yaml"
 GPU_NODES = ("kt-gpu1", "kt-gpu2")
+KUEUE_METRICS_PORT = 18481
+QUIET_S = 10
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +75,7 @@ def kueue_operator(crd_installed: None, kueue_lay: Layout) -> Iterator[OperatorP
     op = OperatorProcess(
         logs / "operator-kueue-e2e.log",
         namespaces=f"{KUEUE_NAMESPACE_PREFIX}*",
-        ports=(18480, 18481),
+        ports=(18480, KUEUE_METRICS_PORT),
         extra_args=("--kueue",),
     )
     op.start()
@@ -326,13 +329,21 @@ def test_kueue_restarts_of_kueue_and_the_operator_change_nothing(
 
 
 def test_kueue_delete_releases_quota_missing_queue_is_shown_unlabelled_runs(
-    queue_ns: str, cluster: Cluster
+    queue_ns: str, cluster: Cluster, kueue_operator: OperatorProcess, kueue_lay: Layout
 ) -> None:
     ns = queue_ns
     apply(ns, queued_job("doomed", config={"sleep": 0.2}, stop={"training_iteration": 500}))
     wait_for(ns, "doomed", phase_is("Running"), what="doomed Running")
     apply(ns, queued_job("waiting", config={"sleep": 0.05}, stop={"training_iteration": 3}))
     wait_for(ns, "waiting", lambda j: condition(j, "Admitted").get("status") == "False")
+    # Both restarted while one job holds the quota and one waits: nothing moves.
+    kueue_operator.kill()
+    local_kueue.restart_kueue(kueue_lay)
+    kueue_operator.start()
+    time.sleep(3)
+    assert pods_of(cluster, ns, "waiting") == []
+    assert [p.metadata.name for p in pods_of(cluster, ns, "doomed")] == ["doomed-worker-1"]
+    assert get_job(ns, "waiting")["status"]["phase"] == "Pending"
     kubectl("-n", ns, "delete", "tj", "doomed", "--wait=false")
     wait_condition(ns, "waiting", "Complete", 120)
 
@@ -350,3 +361,13 @@ def test_kueue_delete_releases_quota_missing_queue_is_shown_unlabelled_runs(
     wait_condition(ns, "plain", "Complete", 90)
     assert workload_of(cluster, ns, "plain") is None
     assert not condition(get_job(ns, "plain"), "Admitted")
+
+    # A job waiting in a queue costs the operator nothing while Kueue's answer
+    # stays the same (only this test's jobs are served by this operator now).
+    time.sleep(2)
+    before = request_counts(KUEUE_METRICS_PORT)
+    time.sleep(QUIET_S)
+    after = request_counts(KUEUE_METRICS_PORT)
+    moved = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    assert moved == {}, f"requests while one job waited in a missing queue: {moved}"
+    report_figure(f"kueue: a job waiting in a queue cost 0 API and S3 requests in {QUIET_S}s")

@@ -4,15 +4,13 @@ for GPUs cost no API request and no S3 request between resyncs."""
 
 from __future__ import annotations
 
-import re
 import time
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from operator_fixtures import (
-    METRICS_PORT,
+    KUEUE_NAMESPACE_PREFIX,
     OperatorProcess,
     apply,
     get_job,
@@ -21,6 +19,7 @@ from operator_fixtures import (
     kubectl,
     phase_is,
     report_figure,
+    request_counts,
     set_suspend,
     wait_for,
 )
@@ -28,19 +27,6 @@ from operator_fixtures import (
 pytestmark = pytest.mark.e2e
 
 QUIET_S = 20
-
-
-def request_counts() -> dict[str, float]:
-    """The operator's API and S3 request counters, by series."""
-    url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        text = resp.read().decode()
-    counts = {}
-    for line in text.splitlines():
-        m = re.match(r"(kubetune_(?:api|s3)_requests_total\{[^}]*\}) (\S+)", line)
-        if m:
-            counts[m.group(1)] = float(m.group(2))
-    return counts
 
 
 def unfinished_jobs_elsewhere(namespace: str) -> list[str]:
@@ -52,7 +38,8 @@ def unfinished_jobs_elsewhere(namespace: str) -> list[str]:
     for line in out.stdout.splitlines():
         where, _, phase = line.partition("=")
         ns = where.split("/")[0]
-        ours = ns != namespace and not ns.startswith(("bench-", "kubetune-helm-"))
+        others = ("bench-", "kubetune-helm-", KUEUE_NAMESPACE_PREFIX)  # other operators'
+        ours = ns != namespace and not ns.startswith(others)
         if ours and phase not in ("Succeeded", "Failed", "Suspended"):
             busy.append(line)
     return busy
