@@ -65,7 +65,8 @@ PROGRESS_TOKEN_SECONDS = 3600
 def build_worker_spec(job: JobView) -> WorkerSpec:
     storage = job.storage
     return WorkerSpec(
-        trainable=job.spec["trainable"],
+        trainable=job.spec.get("trainable") or "",
+        code=dict(job.spec["code"]) if job.spec.get("code") else None,
         run_uri=job.run_uri,
         run_id=job.uid,
         config=dict(job.spec.get("config") or {}),

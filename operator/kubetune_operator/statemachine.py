@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from kubetune.protocol import EXIT_REASONS, EXIT_STOPPED, EXIT_STORAGE, HOPELESS_EXIT_CODES
+from kubetune.protocol import (
+    EXIT_REASONS,
+    EXIT_STOPPED,
+    EXIT_STORAGE,
+    HOPELESS_EXIT_CODES,
+    is_within_run,
+)
 from kubetune_operator.conditions import condition_is_true, get_condition, set_condition
 from kubetune_operator.kueue import QueueGate
 from kubetune_operator.model import (
@@ -77,6 +83,22 @@ def cap_result(result: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(value, str):
             capped[str(key)[:MAX_RESULT_STRING]] = value[:MAX_RESULT_STRING]
     return capped
+
+
+def shipped_code_error(job: JobView) -> str:
+    """Unpickling runs code: the operator starts no worker for shipped code that
+    is not in the job's own run folder (the worker checks it again)."""
+    code = job.spec.get("code")
+    if not code:
+        return ""
+    uri = str(code.get("uri") or "")
+    if is_within_run(job.run_uri, uri):
+        return ""
+    return (
+        f"spec.code.uri {uri} is outside the job's run folder: shipped code must be at "
+        f"{job.run_uri}/.kubetune/code/<sha256>.pkl (kubetune.submit puts it there); "
+        "nothing is unpickled from anywhere else"
+    )
 
 
 def needs_restore_check(job: JobView, progress: Progress | None) -> bool:
@@ -227,6 +249,13 @@ def compute_decision(
 
     if restore_error:
         b.finish(False, Reason.INVALID_CHECKPOINT, restore_error)
+        return d
+
+    code_error = shipped_code_error(job)
+    if code_error:
+        if current is not None and not current.finished and not current.deleting:
+            d.delete_pods.append(current.name)
+        b.finish(False, Reason.INVALID_SPEC, code_error)
         return d
 
     if _deadline_passed(job, st, now) and not job.suspend:

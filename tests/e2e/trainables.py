@@ -12,7 +12,8 @@ import kubetune
 
 class Counter(kubetune.Trainable):
     """Counts iterations; config: sleep (s per step), crash_at (raise once the
-    iteration reaches it), fail_in_setup, payload_mb (checkpoint size)."""
+    iteration reaches it), fail_in_setup, payload_mb (checkpoint size), say
+    (print `counter step N` at each step, for the log tests)."""
 
     def setup(self, config: dict[str, Any]) -> None:
         if config.get("fail_in_setup"):
@@ -21,10 +22,13 @@ class Counter(kubetune.Trainable):
         self.crash_at = int(config.get("crash_at", 0))
         self.payload = b"x" * int(float(config.get("payload_mb", 0)) * 1024 * 1024)
         self.total = 0
+        self.say = bool(config.get("say"))
 
     def step(self) -> dict[str, Any]:
         time.sleep(self.sleep)
         self.total += 1
+        if self.say:
+            print(f"counter step {self.iteration + 1}", flush=True)
         if self.crash_at and self.iteration + 1 >= self.crash_at:
             raise RuntimeError(f"crash on purpose at iteration {self.iteration + 1}")
         return {

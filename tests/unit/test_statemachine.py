@@ -288,3 +288,19 @@ def test_a_pod_waiting_for_a_node_costs_no_status_write():
     assert d.status == s and d.create_pod is None
     gone = run(job(status=d.status), [])  # deleted before it ran: made again, not a preemption
     assert gone.create_pod == "j-worker-1" and gone.status["preemptions"] == 0
+
+
+def test_shipped_code_outside_the_run_folder_fails_the_job_without_a_pod():
+    sha = "a" * 64
+    inside = {"uri": f"s3://b/p/ns/j/.kubetune/code/{sha}.pkl", "sha256": sha, "python": "3.11"}
+    spec = {"trainable": None, "code": inside}
+    assert run(job(spec)).create_pod == "j-worker-1"
+    for uri in (
+        f"s3://b/p/ns/other/.kubetune/code/{sha}.pkl",
+        f"s3://b/p/ns/j/../other/.kubetune/code/{sha}.pkl",
+        f"s3://evil/p/ns/j/.kubetune/code/{sha}.pkl",
+    ):
+        d = run(job({"trainable": None, "code": {**inside, "uri": uri}}))
+        assert d.create_pod is None and d.status["phase"] == "Failed"
+        failed = get_condition(d.status["conditions"], "Failed")
+        assert failed and failed["reason"] == "InvalidSpec" and "outside" in failed["message"]

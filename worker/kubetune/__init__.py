@@ -22,14 +22,31 @@ from kubetune.policy import CheckpointConfig
 from kubetune.stopping import FunctionStopper, Stopper
 from kubetune.trainable import StorageContext, Trainable, with_parameters
 
+# The client (kubetune.submit, kubetune.Job ...) imports the Kubernetes client:
+# loaded on first use, so a worker or a local run never pays for it.
+_CLIENT = ("ClusterError", "Job", "JobFailed", "NotFound", "WaitTimeout", "submit")
+
+
+def __getattr__(name: str) -> object:
+    if name in _CLIENT:
+        from kubetune import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'kubetune' has no attribute {name!r}")
+
+
 __all__ = [
     "Checkpoint",
     "CheckpointConfig",
+    "ClusterError",
     "FunctionStopper",
     "InvalidCheckpoint",
     "InvalidSettings",
     "InvalidTrainable",
+    "Job",
+    "JobFailed",
     "KubetuneError",
+    "NotFound",
     "RunFailed",
     "RunResult",
     "Stopper",
@@ -37,10 +54,12 @@ __all__ = [
     "Trainable",
     "TrainingResult",
     "TuneContext",
+    "WaitTimeout",
     "__version__",
     "get_checkpoint",
     "get_context",
     "report",
     "run",
+    "submit",
     "with_parameters",
 ]

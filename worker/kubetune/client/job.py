@@ -1,0 +1,207 @@
+"""A handle on one TrainableJob from Python: its status, waiting on it (by
+watching the resource, not by polling), suspend and resume, its worker's logs
+across attempts, and its results and checkpoints read from S3 with the same
+storage layer as the worker."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from kubetune.checkpoint_dir import Checkpoint
+from kubetune.client.kube import Kube, NotFound
+from kubetune.errors import KubetuneError
+
+TERMINAL = ("Succeeded", "Failed")
+# A watch is renewed this often (and after the server ends it): bounds how long
+# a lost event could hide a change.
+WATCH_RENEW_S = 60
+
+
+class JobFailed(KubetuneError):
+    """The job ended Failed; reason and message are its status's."""
+
+    def __init__(self, name: str, reason: str, message: str) -> None:
+        super().__init__(f"TrainableJob {name} failed ({reason}): {message}")
+        self.reason = reason
+        self.message = message
+
+
+class WaitTimeout(KubetuneError, TimeoutError):
+    pass
+
+
+def condition(body: dict[str, Any], ctype: str) -> dict[str, Any]:
+    for c in (body.get("status") or {}).get("conditions") or []:
+        if c.get("type") == ctype:
+            return dict(c)
+    return {}
+
+
+def reached(body: dict[str, Any], until: str) -> bool:
+    """`until` is a phase (Pending, Running, Suspended, Succeeded, Failed ...)
+    or a condition type that is True (Complete, Finished, Checkpointed, Admitted ...)."""
+    phase = (body.get("status") or {}).get("phase")
+    return phase == until or condition(body, until).get("status") == "True"
+
+
+def failure(body: dict[str, Any]) -> tuple[str, str]:
+    failed = condition(body, "Failed")
+    return failed.get("reason") or "Failed", failed.get("message") or ""
+
+
+class Job:
+    """Returned by `kubetune.submit`; also `Job(name, namespace=...)` for an
+    existing TrainableJob."""
+
+    def __init__(
+        self,
+        name: str,
+        namespace: str | None = None,
+        *,
+        kube: Kube | None = None,
+        endpoint_url: str | None = None,
+    ) -> None:
+        self.kube = kube or Kube.connect()
+        self.name = name
+        self.namespace = namespace or self.kube.namespace
+        # Where this process reaches the job's S3 (None: the job's own endpoint).
+        self._endpoint_url = endpoint_url
+
+    def __repr__(self) -> str:
+        return f"Job({self.name!r}, namespace={self.namespace!r})"
+
+    # the resource
+
+    def get(self) -> dict[str, Any]:
+        """The TrainableJob as the API server has it now."""
+        return self.kube.get_job(self.namespace, self.name)
+
+    def status(self) -> dict[str, Any]:
+        return dict(self.get().get("status") or {})
+
+    @property
+    def phase(self) -> str:
+        return str(self.status().get("phase") or "")
+
+    def wait(self, until: str = "Finished", timeout: float | None = None) -> dict[str, Any]:
+        """Block until the job reaches `until` (a phase or a True condition) and
+        return its status. A job that fails first raises JobFailed with its
+        reason and message (unless `until` is Failed or Finished)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        body = self.get()
+        while True:
+            if reached(body, until):
+                return dict(body.get("status") or {})
+            phase = (body.get("status") or {}).get("phase")
+            if phase == "Failed":
+                raise JobFailed(self.name, *failure(body))
+            if phase == "Succeeded":
+                return dict(body.get("status") or {})  # ran past `until`
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise WaitTimeout(
+                    f"TrainableJob {self.name} is {phase or 'new'}, not {until}, "
+                    f"after {timeout:.0f}s"
+                )
+            renew = WATCH_RENEW_S if left is None else min(WATCH_RENEW_S, max(1, int(left)))
+            rv = body["metadata"]["resourceVersion"]
+            changed = False
+            for kind, new in self.kube.watch_job(self.namespace, self.name, rv, renew):
+                if kind == "DELETED":
+                    raise NotFound(f"TrainableJob {self.namespace}/{self.name} was deleted")
+                if kind in ("ADDED", "MODIFIED"):
+                    body, changed = new, True
+                    break
+            if not changed:
+                body = self.get()  # the watch ended: read afresh (also after a 410)
+
+    def suspend(self) -> None:
+        """Checkpoint and stop the worker; `resume()` continues from the checkpoint."""
+        self.kube.patch_job(self.namespace, self.name, {"spec": {"suspend": True}})
+
+    def resume(self) -> None:
+        self.kube.patch_job(self.namespace, self.name, {"spec": {"suspend": False}})
+
+    def delete(self) -> None:
+        """Delete the TrainableJob (its pods go with it); its data in S3 stays."""
+        self.kube.delete_job(self.namespace, self.name)
+
+    # logs
+
+    def logs(self, follow: bool = False) -> Iterator[str]:
+        """The worker's log lines, attempt after attempt (worker pod 1, 2, ...).
+        With follow, waits for each next attempt's pod until the job has ended."""
+        attempt = 1
+        while True:
+            pod_name = f"{self.name}-worker-{attempt}"
+            found = self._await_pod(pod_name, attempt, follow)
+            if found == "end":
+                return
+            if found == "started":
+                with contextlib.suppress(NotFound):  # gone before its log could be read
+                    yield from self.kube.pod_log_lines(self.namespace, pod_name, follow)
+            attempt += 1
+
+    def _await_pod(self, pod_name: str, attempt: int, follow: bool) -> str:
+        """ "started" once the attempt's container has started; "skip" when the
+        attempt never had a pod (e.g. suspended while queued); "end" when no
+        later attempt will come (the job has ended, or we do not follow)."""
+        while True:
+            pod = self.kube.pod(self.namespace, pod_name)
+            if pod is not None and (pod.status.phase != "Pending" or _has_started(pod)):
+                return "started"
+            status = self.status()
+            current = int(status.get("attempt") or 0)
+            if pod is None and current > attempt:
+                return "skip"
+            if not follow or (status.get("phase") in TERMINAL and current <= attempt):
+                return "end" if pod is None or not follow else "started"
+            time.sleep(0.5)
+
+    # results and checkpoints
+
+    def _storage(self) -> Any:
+        from kubetune.storage import open_storage
+
+        spec = self.get()["spec"]
+        storage = spec.get("storage") or {}
+        run_uri = f"{storage['uri'].rstrip('/')}/{self.namespace}/{self.name}"
+        endpoint = self._endpoint_url or storage.get("endpointURL")
+        return open_storage(run_uri, endpoint_url=endpoint)
+
+    def results(self) -> Any:
+        """The rows of the job's result.json, each iteration once: a pandas
+        DataFrame when pandas is installed, else a list of dicts."""
+        from kubetune.results import read_results
+
+        rows = read_results(self._storage())
+        try:
+            import pandas
+        except ImportError:
+            return rows
+        return pandas.DataFrame(rows)
+
+    @property
+    def best_checkpoint(self) -> Checkpoint | None:
+        """The best checkpoint (by checkpoint.scoreAttribute), else the latest:
+        a kubetune.Checkpoint to restore locally (`Trainable.restore(ckpt)`)."""
+        status = self.status()
+        entry = status.get("bestCheckpoint") or status.get("latestCheckpoint")
+        if not entry:
+            return None
+        storage = self.get()["spec"].get("storage") or {}
+        endpoint = self._endpoint_url or storage.get("endpointURL")
+        return Checkpoint(
+            entry["path"], endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL")
+        )
+
+
+def _has_started(pod: Any) -> bool:
+    for cs in pod.status.container_statuses or []:
+        if cs.state and (cs.state.running or cs.state.terminated):
+            return True
+    return False

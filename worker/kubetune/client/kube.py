@@ -1,0 +1,205 @@
+"""The client's one door to the Kubernetes API: the kubeconfig found as kubectl
+finds it (KUBECONFIG, ~/.kube/config, or the pod's service account), and the
+few calls the client makes on TrainableJobs and their worker pods."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+from kubetune.errors import KubetuneError
+
+GROUP, VERSION, PLURAL, KIND = "kubetune.io", "v1alpha1", "trainablejobs", "TrainableJob"
+LABEL_JOB = "kubetune.io/job"
+WORKER_CONTAINER = "worker"
+
+
+class ClusterError(KubetuneError):
+    """The cluster refused or could not be reached; the message says which and why."""
+
+
+def _message(exc: Any) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        return str(getattr(exc, "reason", exc))
+
+
+@dataclass
+class Kube:
+    """Clients built from one kubeconfig (None: KUBECONFIG or ~/.kube/config,
+    then the in-cluster service account), and its current namespace."""
+
+    api: Any
+    namespace: str
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
+        from kubernetes import client, config
+
+        try:
+            config.load_kube_config(config_file=kubeconfig, context=context)
+            _, active = config.list_kube_config_contexts(config_file=kubeconfig)
+            if context:
+                contexts, _ = config.list_kube_config_contexts(config_file=kubeconfig)
+                active = next((c for c in contexts if c["name"] == context), active)
+            namespace = (active or {}).get("context", {}).get("namespace") or "default"
+        except config.ConfigException as exc:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                raise ClusterError(
+                    f"no Kubernetes configuration found ({exc}): set KUBECONFIG or pass "
+                    "kubeconfig=, as for kubectl"
+                ) from None
+            namespace = _incluster_namespace()
+        return cls(client.ApiClient(), namespace)
+
+    def _objects(self) -> Any:
+        from kubernetes import client
+
+        return client.CustomObjectsApi(self.api)
+
+    def _core(self) -> Any:
+        from kubernetes import client
+
+        return client.CoreV1Api(self.api)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFound(f"{what}: not found") from None
+            raise ClusterError(f"{what}: {_message(exc)}") from None
+        except OSError as exc:  # urllib3's connection errors are OSErrors
+            raise ClusterError(f"{what}: the API server cannot be reached ({exc})") from None
+
+    # TrainableJobs
+
+    def create_job(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        return cast(
+            dict[str, Any],
+            self._call(
+                f"creating TrainableJob {namespace}/{name}",
+                self._objects().create_namespaced_custom_object,
+                GROUP, VERSION, namespace, PLURAL, body,
+            ),
+        )  # fmt: skip
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            self._call(
+                f"TrainableJob {namespace}/{name}",
+                self._objects().get_namespaced_custom_object,
+                GROUP, VERSION, namespace, PLURAL, name,
+            ),
+        )  # fmt: skip
+
+    def list_jobs(self, namespace: str) -> list[dict[str, Any]]:
+        found = self._call(
+            f"TrainableJobs in {namespace}",
+            self._objects().list_namespaced_custom_object,
+            GROUP, VERSION, namespace, PLURAL,
+        )  # fmt: skip
+        return list(found.get("items") or [])
+
+    def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            self._call(
+                f"patching TrainableJob {namespace}/{name}",
+                self._objects().patch_namespaced_custom_object,
+                GROUP, VERSION, namespace, PLURAL, name, patch,
+            ),
+        )  # fmt: skip
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        self._call(
+            f"deleting TrainableJob {namespace}/{name}",
+            self._objects().delete_namespaced_custom_object,
+            GROUP, VERSION, namespace, PLURAL, name,
+        )  # fmt: skip
+
+    def watch_job(
+        self, namespace: str, name: str, resource_version: str, timeout_s: int
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(type, body) events of one job from resource_version on, for at most
+        timeout_s; ends early (without error) when the server ends the watch."""
+        from kubernetes import watch
+        from kubernetes.client.rest import ApiException
+
+        stream = watch.Watch().stream(
+            self._objects().list_namespaced_custom_object,
+            GROUP, VERSION, namespace, PLURAL,
+            field_selector=f"metadata.name={name}",
+            resource_version=resource_version,
+            timeout_seconds=max(1, timeout_s),
+        )  # fmt: skip
+        try:
+            for event in stream:
+                yield str(event["type"]), cast(dict[str, Any], event["object"])
+        except ApiException as exc:
+            if exc.status != 410:  # 410: history gone; the caller reads afresh
+                what = f"watching TrainableJob {namespace}/{name}"
+                raise ClusterError(f"{what}: {_message(exc)}") from None
+
+    # worker pods
+
+    def worker_pods(self, namespace: str, job: str) -> list[Any]:
+        found = self._call(
+            f"pods of {namespace}/{job}",
+            self._core().list_namespaced_pod,
+            namespace,
+            label_selector=f"{LABEL_JOB}={job}",
+        )
+        return list(found.items)
+
+    def pod(self, namespace: str, name: str) -> Any | None:
+        try:
+            return self._call(
+                f"pod {namespace}/{name}", self._core().read_namespaced_pod, name, namespace
+            )
+        except NotFound:
+            return None
+
+    def pod_log_lines(self, namespace: str, pod: str, follow: bool) -> Iterator[str]:
+        """The worker container's log, line by line; with follow, until it ends."""
+        response = self._call(
+            f"logs of pod {namespace}/{pod}",
+            self._core().read_namespaced_pod_log,
+            pod,
+            namespace,
+            container=WORKER_CONTAINER,
+            follow=follow,
+            _preload_content=False,
+        )
+        pending = b""
+        try:
+            for chunk in response.stream(4096, decode_content=True):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    yield line.decode(errors="replace")
+            if pending:
+                yield pending.decode(errors="replace")
+        finally:
+            response.release_conn()
+
+
+class NotFound(ClusterError):
+    """The object does not exist (any more)."""
+
+
+def _incluster_namespace() -> str:
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as fh:
+            return fh.read().strip() or "default"
+    except OSError:
+        return "default"
