@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -56,6 +57,9 @@ PROGRESS_FILE = ".kubetune/progress.json"
 # The results as the worker writes them: immutable segments, read with
 # kubetune.results.read_results (result.json is assembled from them).
 RESULTS_DIR = ".kubetune/results/"
+# A trainable shipped by value (spec.code): cloudpickle bytes at
+# CODE_DIR<sha256 hex>.pkl in the job's own run folder, nowhere else.
+CODE_DIR = ".kubetune/code/"
 
 # Where the worker writes its one-line reason on exit; the node agent (like the
 # kubelet) copies it into containerStatuses[].state.terminated.message.
@@ -64,6 +68,44 @@ TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 
 def checkpoint_dirname(iteration: int) -> str:
     return f"{CHECKPOINT_PREFIX}{iteration:06d}"
+
+
+# --- code shipped by value (spec.code) --------------------------------------------
+# Unpickling runs code, so both sides accept one exact place for it: the job's
+# own run folder, under a name that is the digest of its bytes.
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def is_sha256_hex(value: object) -> bool:
+    """Whether value is a sha256 digest as hashlib's hexdigest() writes it."""
+    return isinstance(value, str) and _SHA256_HEX.fullmatch(value) is not None
+
+
+def code_key(sha256: str) -> str:
+    """Where shipped code with this digest lives, relative to the run folder."""
+    return f"{CODE_DIR}{sha256}.pkl"
+
+
+def code_uri(run_uri: str, sha256: str) -> str:
+    """The full URI of shipped code with this digest in the run folder run_uri."""
+    return f"{run_uri.rstrip('/')}/{code_key(sha256)}"
+
+
+def is_within_run(run_uri: str, uri: str) -> bool:
+    """Whether uri is exactly `<run_uri>/.kubetune/code/<64 hex>.pkl`: no `..`,
+    no other bucket or prefix, no sibling folder sharing a prefix (`a/bc` is
+    not inside `a/b`). The operator refuses, and the worker never unpickles,
+    anything else."""
+    if not isinstance(run_uri, str) or not isinstance(uri, str):
+        return False
+    base = run_uri.rstrip("/")
+    if not base or base.endswith(":"):
+        return False  # no run folder at all ("", "s3://")
+    head = f"{base}/{CODE_DIR}"
+    if not uri.startswith(head):
+        return False
+    name = uri[len(head) :]
+    return name.endswith(".pkl") and is_sha256_hex(name[: -len(".pkl")])
 
 
 # --- how the operator hands a job to the worker ------------------------------
@@ -93,9 +135,15 @@ class WorkerSpec:
     restore_from: str | None = None
     endpoint_url: str | None = None
     max_failures: int = 0  # in-process retries; the operator restarts pods for the rest
+    # A trainable shipped by value: {uri, sha256, python}; then `trainable` is
+    # only a display name (may be ""). None: `trainable` is MODULE:ATTR.
+    code: dict[str, Any] | None = None
 
     def to_env(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        doc = asdict(self)
+        if doc["code"] is None:
+            del doc["code"]  # a spec without shipped code stays readable by older workers
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> WorkerSpec:
