@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 from kubetune import protocol
 from kubetune.api import run
@@ -13,7 +14,9 @@ from kubetune.display import PlainLines
 from kubetune.entry import exit_at_once, finish, setup_logging
 from kubetune.errors import KubetuneError, one_line
 from kubetune.loader import add_cwd_to_path, load_trainable
+from kubetune.shipping import load_shipped
 from kubetune.signals import StopSignals
+from kubetune.storage import StorageError, open_storage
 from kubetune.tracebacks import format_user_traceback
 
 
@@ -25,12 +28,39 @@ def read_spec(environ: dict[str, str] | None = None) -> protocol.WorkerSpec:
         raise ValueError(f"{protocol.WORKER_SPEC_ENV} does not match WorkerSpec: {exc}") from None
     except ValueError as exc:
         raise ValueError(f"{protocol.WORKER_SPEC_ENV} is not a valid spec: {exc}") from None
-    if not spec.trainable or not spec.run_uri:
-        raise ValueError(f"{protocol.WORKER_SPEC_ENV} needs trainable and run_uri")
+    if not spec.run_uri:
+        raise ValueError(f"{protocol.WORKER_SPEC_ENV} needs run_uri")
+    if spec.code is None and not spec.trainable:
+        raise ValueError(
+            f"{protocol.WORKER_SPEC_ENV} needs trainable (MODULE:ATTR) or code (shipped by value)"
+        )
+    if not isinstance(spec.trainable, str):
+        raise ValueError(f"{protocol.WORKER_SPEC_ENV}: trainable must be a string")
+    if spec.code is not None and not isinstance(spec.code, dict):
+        raise ValueError(f"{protocol.WORKER_SPEC_ENV}: code must be a JSON object")
     for name in ("config", "stop", "checkpoint"):
         if not isinstance(getattr(spec, name), dict):
             raise ValueError(f"{protocol.WORKER_SPEC_ENV}: {name} must be a JSON object")
     return spec
+
+
+def load(spec: protocol.WorkerSpec, endpoint: str | None) -> Any:
+    """The trainable a spec names: shipped code (checked before it is unpickled)
+    when spec.code is set, else MODULE:ATTR from the image."""
+    if spec.code is None:
+        return load_trainable(spec.trainable)
+    return load_shipped(
+        spec.code, spec.run_uri, lambda uri: open_storage(uri, endpoint_url=endpoint)
+    )
+
+
+def describe_trainable(spec: protocol.WorkerSpec) -> str:
+    """What the start line calls the trainable: MODULE:ATTR, or the shipped code's digest."""
+    if spec.code is None:
+        return spec.trainable
+    sha = spec.code.get("sha256")
+    short = sha[:12] if isinstance(sha, str) else "?"
+    return f"{spec.trainable} (code sha256 {short})" if spec.trainable else f"code sha256 {short}"
 
 
 def main() -> int:
@@ -43,11 +73,12 @@ def main() -> int:
     endpoint = spec.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
     name = spec.run_uri.rstrip("/").rsplit("/", 1)[-1]
     print(
-        f"[kubetune] worker for run {spec.run_id}: {spec.trainable} -> {spec.run_uri}", flush=True
+        f"[kubetune] worker for run {spec.run_id}: {describe_trainable(spec)} -> {spec.run_uri}",
+        flush=True,
     )
     try:
         result = run(
-            load_trainable(spec.trainable),
+            load(spec, endpoint),
             config=spec.config,
             stop=spec.stop or None,
             storage=spec.run_uri,
@@ -63,6 +94,8 @@ def main() -> int:
         )
     except KubetuneError as exc:
         return finish(exc.exit_code, str(exc))
+    except StorageError as exc:  # reading shipped code; the loop maps its own
+        return finish(protocol.EXIT_STORAGE, str(exc))
     except Exception as exc:  # a kubetune bug: show where
         sys.stderr.write(format_user_traceback(exc, keep_all=True))
         return finish(protocol.EXIT_TRAINABLE_ERROR, f"internal error: {one_line(exc)}")
