@@ -10,7 +10,7 @@ import time
 import pytest
 
 import kubetune
-from kubetune import Checkpoint, Trainable, TrainingResult
+from kubetune import Checkpoint, Trainable, TrainingResult, protocol
 from kubetune.errors import StepResultError
 from kubetune.testing import validate_save_restore
 
@@ -221,15 +221,16 @@ def test_dict_checkpoint_round_trip_continues_the_iteration(tmp_path):
     assert r["time_since_restore"] < r["time_total_s"]
 
 
-def test_directory_checkpoint_and_restore_by_path_restarts_the_count():
+def test_directory_checkpoint_and_restore_of_a_plain_folder_restarts_the_count(tmp_path):
     t = DirCounter()
     t.train()
     t.train()
     saved = t.save()
     assert saved.checkpoint is not None
     assert os.path.exists(os.path.join(saved.checkpoint.path, "value.txt"))
+    plain = saved.checkpoint.to_directory(str(tmp_path / "copy"))  # the manifest stays behind
     t2 = DirCounter()
-    t2.restore(saved.checkpoint.path)  # a bare path: Ray 2.60 restarts the count at 0
+    t2.restore(plain)  # a folder without a manifest: Ray 2.60 restarts the count at 0
     assert isinstance(t2.loaded, str) and t2.value == 2
     assert t2.train()["training_iteration"] == 1
 
@@ -243,7 +244,11 @@ def test_save_before_train_has_empty_metrics_and_keeps_extra_files(tmp_path):
 
     saved = Both().save(str(tmp_path / "ck"))
     assert saved.metrics == {}
-    assert sorted(os.listdir(tmp_path / "ck")) == ["_dict_checkpoint.pkl", "extra.bin"]
+    assert sorted(os.listdir(tmp_path / "ck")) == [
+        protocol.CHECKPOINT_MANIFEST,
+        "_dict_checkpoint.pkl",
+        "extra.bin",
+    ]
 
 
 def test_save_checkpoint_returning_another_path_is_an_error(tmp_path):

@@ -5,8 +5,10 @@ result keys with Ray's rules."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
+import json
 import logging
 import os
 import tempfile
@@ -86,10 +88,15 @@ class Trainable:
             )
         # The caller's dict itself (Ray pops its magic keys from it), not a copy.
         self.config: dict[str, Any] = config or {}
-        self._trial_info = self._pop_magic_keys(self.config) or TrialInfo()
+        info = self._pop_magic_keys(self.config)
+        self._trial_info = info or TrialInfo()
         if storage is not None and not getattr(storage, "trial_fs_path", None):
             raise ValueError("storage.trial_fs_path must be set")
         self._storage = storage
+        # Run by kubetune's loop (which commits what save() writes, manifest
+        # and all) or by user code (then save() writes the manifest itself).
+        # Trial info counts too: it reaches a subclass whose __init__ drops storage.
+        self._in_run = storage is not None or info is not None
         self._logdir = self._make_logdir()
         self._reset_counters()
         self._last_result: dict[str, Any] | None = None
@@ -238,12 +245,21 @@ class Trainable:
 
     def save(self, checkpoint_dir: str | None = None) -> TrainingResult:
         """Call save_checkpoint into checkpoint_dir (default: a new temporary folder)
-        and return the checkpoint with the metrics of the last result."""
+        and return the checkpoint with the metrics of the last result. Called by
+        user code (not by kubetune's loop, which commits the folder itself), it
+        also writes the manifest a committed checkpoint carries, last, so that
+        restore(path) continues the counters."""
         if checkpoint_dir:
             os.makedirs(checkpoint_dir, exist_ok=True)
             target = checkpoint_dir
         else:
             target = tempfile.mkdtemp(prefix="kubetune-checkpoint-")
+        manifest = os.path.join(target, protocol.CHECKPOINT_MANIFEST)
+        if not self._in_run:
+            # Saving again into a folder: the old manifest must not vouch for
+            # what save_checkpoint() is about to change.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(manifest)
         returned = self.save_checkpoint(target)
         if isinstance(returned, dict):
             with open(os.path.join(target, DICT_CHECKPOINT_FILE), "wb") as f:
@@ -255,7 +271,55 @@ class Trainable:
                 "into checkpoint_dir and return None"
             )
         metrics = dict(self._last_result) if self._last_result else {}
+        if not self._in_run:
+            self._write_manifest(target)
         return TrainingResult(Checkpoint.from_directory(target), metrics)
+
+    def _write_manifest(self, folder: str) -> None:
+        """What the loop's commit writes with a checkpoint (the same manifest, the
+        same metrics), so `restore(path)` of a folder saved by user code
+        continues the counters, and `kubetune.run(restore_from=path)` accepts it.
+        Written last and atomically: a folder without it is a plain folder."""
+        from kubetune.checkpoints import build_manifest
+
+        manifest = os.path.join(folder, protocol.CHECKPOINT_MANIFEST)
+        if os.path.exists(manifest):
+            raise ValueError(
+                f"save_checkpoint() wrote a file named {protocol.CHECKPOINT_MANIFEST}, a name "
+                "kubetune reserves: rename that file"
+            )
+        files = []
+        for dirpath, _dirs, names in os.walk(folder):
+            for name in names:
+                path = os.path.join(dirpath, name)
+                if os.path.isfile(path):
+                    rel = os.path.relpath(path, folder).replace(os.sep, "/")
+                    files.append((rel, os.path.getsize(path)))
+        doc = build_manifest(self._iteration, files, self._counter_metrics(), time.time())
+        fd, tmp = tempfile.mkstemp(prefix=".kubetune-tmp-", dir=folder)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f, sort_keys=True, default=str)
+            os.replace(tmp, manifest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def _counter_metrics(self) -> dict[str, Any]:
+        """The last result, with the counters restore() reads filled in from this
+        object's own state (a result may lack them: none yet, or restored since)."""
+        metrics = dict(self._last_result) if self._last_result else {}
+        if metrics.get(TRAINING_ITERATION) != self._iteration:
+            # The last result is older than the counters (restored since): use them.
+            metrics = {}
+        metrics[TRAINING_ITERATION] = self._iteration
+        metrics.setdefault("time_total_s", self._time_total)
+        if self._timesteps_total is not None:
+            metrics.setdefault(TIMESTEPS_TOTAL, self._timesteps_total)
+        if self._episodes_total is not None:
+            metrics.setdefault(EPISODES_TOTAL, self._episodes_total)
+        return metrics
 
     def restore(
         self, checkpoint_path: str | os.PathLike[str] | Checkpoint | TrainingResult
@@ -309,6 +373,7 @@ class Trainable:
         info = self._pop_magic_keys(new_config)
         if info is not None:
             self._trial_info = info
+        self._in_run = self._in_run or storage is not None or info is not None
         self._logdir = self._make_logdir()
         if not self.reset_config(new_config):
             return False
