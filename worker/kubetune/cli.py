@@ -1,15 +1,17 @@
-"""`kubetune run MODULE:ATTR ...`: the worker's loop on this machine, with a
-live progress line, exiting with protocol's codes and one clear line."""
+"""The `kubetune` command line. `kubetune run MODULE:ATTR ...`: the worker's
+loop on this machine, with a live progress line, exiting with protocol's codes
+and one clear line. The cluster commands (submit, get, describe, logs,
+results, suspend, resume) live in kubetune.cli_jobs."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from kubetune import protocol
+from kubetune import cli_jobs, protocol
 from kubetune.api import DEFAULT_STORAGE_ROOT, run
+from kubetune.cli_args import parse_config
 from kubetune.display import make_reporter
 from kubetune.entry import exit_at_once, finish, setup_logging
 from kubetune.errors import InvalidSettings, KubetuneError, one_line
@@ -65,26 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--endpoint-url", metavar="URL", help="S3 endpoint (default: AWS_ENDPOINT_URL)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    cli_jobs.add_commands(sub)
     return parser
-
-
-def parse_config(raw: str) -> dict[str, Any]:
-    text = raw
-    if raw.startswith("@"):
-        try:
-            with open(raw[1:], encoding="utf-8") as f:
-                text = f.read()
-        except OSError as exc:
-            raise InvalidSettings(f"--config {raw}: cannot read it ({exc.strerror})") from None
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise InvalidSettings(
-            f"--config is not valid JSON ({exc}): pass e.g. '{{\"lr\": 0.01}}'"
-        ) from None
-    if not isinstance(value, dict):
-        raise InvalidSettings("--config must be a JSON object, e.g. '{\"lr\": 0.01}'")
-    return value
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -122,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+    except InvalidSettings as exc:
+        if _command_of(argv) in cli_jobs.COMMANDS:  # kubectl's form for the cluster commands
+            return cli_jobs.fail(f"error: {exc}", exc.exit_code)
+        return finish(exc.exit_code, str(exc))
+    try:
+        if args.command in cli_jobs.COMMANDS:
+            return cli_jobs.run_command(args)
         if args.command != "run":
             parser.print_help(sys.stderr)
             return protocol.EXIT_USAGE
@@ -133,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a kubetune bug: show where
         sys.stderr.write(format_user_traceback(exc, keep_all=True))
         return finish(protocol.EXIT_TRAINABLE_ERROR, f"internal error: {one_line(exc)}")
+
+
+def _command_of(argv: list[str] | None) -> str | None:
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    return words[0] if words else None
 
 
 if __name__ == "__main__":
