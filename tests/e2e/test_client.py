@@ -35,7 +35,7 @@ from operator_fixtures import (
 )
 
 import kubetune
-from kubetune.client import Job, JobFailed
+from kubetune.client import Job, JobFailed, Kube
 
 pytestmark = pytest.mark.e2e
 
@@ -88,6 +88,11 @@ print(json.dumps({
     "restored": [restored.iteration, restored.value],
 }))
 '''
+
+
+def handle(name: str, namespace: str) -> Job:
+    kube = Kube.connect(str(REPO / ".cluster" / "kubeconfig"))
+    return Job(name, namespace, kube=kube, endpoint_url=cluster_env()["AWS_ENDPOINT_URL"])
 
 
 def s3_env() -> dict[str, str]:
@@ -217,7 +222,7 @@ def test_logs_follow_across_worker_pods(job_ns: str, s3: Any) -> None:
         checkpoint={"frequency": 5},
     )
     apply(job_ns, manifest)
-    job = Job("chatty", job_ns, endpoint_url=cluster_env()["AWS_ENDPOINT_URL"])
+    job = handle("chatty", job_ns)
     lines: list[str] = []
     follower = threading.Thread(target=lambda: lines.extend(job.logs(follow=True)), daemon=True)
     follower.start()
@@ -244,5 +249,5 @@ def test_logs_follow_across_worker_pods(job_ns: str, s3: Any) -> None:
 def test_wait_raises_the_jobs_failure_reason(job_ns: str) -> None:
     apply(job_ns, job_manifest("broken", config={"fail_in_setup": True}, maxFailures=0))
     with pytest.raises(JobFailed) as err:
-        Job("broken", job_ns).wait(timeout=120)
+        handle("broken", job_ns).wait(timeout=120)
     assert "dataset path /nope" in str(err.value) and err.value.reason

@@ -89,9 +89,12 @@ def test_spec_fields_are_the_designed_ones(root: Schema) -> None:
     spec = root["properties"]["spec"]
     assert set(spec["properties"]) == {
         "trainable", "config", "stop", "checkpoint", "storage", "image", "resources",
-        "template", "suspend", "restoreFrom", "maxFailures", "activeDeadlineSeconds",
+        "template", "suspend", "restoreFrom", "maxFailures", "activeDeadlineSeconds", "code",
     }  # fmt: skip
-    assert set(spec["required"]) == {"trainable", "storage"}
+    assert set(spec["required"]) == {"storage"}  # and exactly one of trainable / code (CEL)
+    rules = [r["rule"] for r in spec["x-kubernetes-validations"]]
+    assert "has(self.trainable) != has(self.code)" in rules
+    assert set(spec["properties"]["code"]["required"]) == {"uri", "sha256", "python"}
     assert set(spec["properties"]["checkpoint"]["properties"]) == {
         "frequency", "atEnd", "numToKeep", "scoreAttribute", "scoreOrder",
     }  # fmt: skip

@@ -580,3 +580,18 @@ def test_worker_refuses_code_outside_its_run_folder(monkeypatch, tmp_path, run_u
     rc, message = run_worker(monkeypatch, tmp_path, spec_for(run_uri, code))
     assert rc == protocol.EXIT_BAD_TRAINABLE
     assert "is outside the job's run folder" in message
+
+
+def test_importable_name_names_installed_code_and_ships_the_rest():
+    import json as installed
+
+    from kubetune import Trainable
+
+    assert shipping.importable_name(installed.dumps) == "json:dumps"
+    assert shipping.importable_name(Trainable) == "kubetune.trainable:Trainable"
+
+    def local() -> None: ...
+
+    assert shipping.importable_name(local) is None  # a function's body: <locals>
+    main = type("FromMain", (), {"__module__": "__main__"})
+    assert shipping.importable_name(main) is None

@@ -122,6 +122,20 @@ def _by_value_root(obj: Any) -> ModuleType | None:
     return None
 
 
+def importable_name(obj: Any) -> str | None:
+    """MODULE:ATTR when obj comes from the standard library, kubetune or an
+    installed package (an image built from the same packages imports it);
+    None when it must be shipped by value (__main__, a notebook, a local
+    module, or a name that does not lead back to it)."""
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", "")
+    if not isinstance(module, str) or module == "__main__" or "<" in qualname:
+        return None
+    if module not in sys.modules or _by_value_root(obj) is not None:
+        return None
+    return f"{module}:{qualname}"
+
+
 def _check_packable(obj: Any) -> str:
     """obj's label when it is a Trainable subclass or a function; else InvalidTrainable."""
     if not inspect.isclass(obj) and not callable(obj):

@@ -11,7 +11,7 @@ suspend and resume it, follow its logs, read its results and checkpoints.
 from __future__ import annotations
 
 from kubetune.client.job import Job, JobFailed, WaitTimeout
-from kubetune.client.kube import ClusterError, NotFound
+from kubetune.client.kube import ClusterError, Kube, NotFound
 from kubetune.client.submit import submit
 
-__all__ = ["ClusterError", "Job", "JobFailed", "NotFound", "WaitTimeout", "submit"]
+__all__ = ["ClusterError", "Job", "JobFailed", "Kube", "NotFound", "WaitTimeout", "submit"]

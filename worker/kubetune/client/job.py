@@ -89,16 +89,17 @@ class Job:
 
     def wait(self, until: str = "Finished", timeout: float | None = None) -> dict[str, Any]:
         """Block until the job reaches `until` (a phase or a True condition) and
-        return its status. A job that fails first raises JobFailed with its
-        reason and message (unless `until` is Failed or Finished)."""
+        return its status. A job that fails raises JobFailed with its reason and
+        message (unless `until` is "Failed"); one that succeeds before reaching
+        `until` returns its final status."""
         deadline = None if timeout is None else time.monotonic() + timeout
         body = self.get()
         while True:
+            phase = (body.get("status") or {}).get("phase")
+            if phase == "Failed" and until != "Failed":
+                raise JobFailed(self.name, *failure(body))
             if reached(body, until):
                 return dict(body.get("status") or {})
-            phase = (body.get("status") or {}).get("phase")
-            if phase == "Failed":
-                raise JobFailed(self.name, *failure(body))
             if phase == "Succeeded":
                 return dict(body.get("status") or {})  # ran past `until`
             left = None if deadline is None else deadline - time.monotonic()

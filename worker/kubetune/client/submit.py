@@ -12,14 +12,10 @@ the operator refuses a code URI outside the job's folder (kubetune.shipping).
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import inspect
 import os
 import re
-import sysconfig
 import uuid
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from kubetune import protocol, shipping
@@ -90,7 +86,7 @@ def submit(
     if storage_secret:
         spec["storage"]["secretRef"] = {"name": storage_secret}
 
-    reference = trainable if isinstance(trainable, str) else _importable_name(trainable)
+    reference = trainable if isinstance(trainable, str) else shipping.importable_name(trainable)
     if ship is True or (ship is None and reference is None):
         spec["code"] = _upload(trainable, run_uri, endpoint_url)
     elif reference is None:
@@ -127,29 +123,6 @@ def _default_name(trainable: Any) -> str:
     base = trainable.rsplit(":", 1)[-1] if isinstance(trainable, str) else trainable.__name__
     slug = re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-")[:50] or "job"
     return f"{slug}-{uuid.uuid4().hex[:5]}"
-
-
-def _library_paths() -> list[Path]:
-    keys = ("stdlib", "platstdlib", "purelib", "platlib")
-    paths = {Path(p).resolve() for k in keys if (p := sysconfig.get_paths().get(k))}
-    return sorted(paths)
-
-
-def _importable_name(obj: Any) -> str | None:
-    """MODULE:ATTR when obj comes from an installed package (so the image, built
-    from the same packages, can import it); None when it must be shipped."""
-    module_name = getattr(obj, "__module__", None)
-    qualname = getattr(obj, "__qualname__", "")
-    if not module_name or module_name == "__main__" or "<" in qualname:
-        return None
-    module = importlib.import_module(module_name)
-    source = inspect.getsourcefile(module) if hasattr(module, "__file__") else None
-    if source is None:
-        return None
-    where = Path(source).resolve()
-    if not any(where.is_relative_to(lib) for lib in _library_paths()):
-        return None  # a local module: this machine has it, the image may not
-    return f"{module_name}:{qualname}"
 
 
 def _upload(trainable: Any, run_uri: str, endpoint_url: str | None) -> dict[str, str]:
