@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from kubetune_operator.model import LABEL_JOB, LABEL_JOB_UID, PodView
+from kubetune_operator.model import LABEL_JOB, LABEL_JOB_UID, LABEL_SWEEP, PodView
 
 JobKey = tuple[str, str]  # (namespace, name)
 
@@ -83,6 +83,8 @@ class ClusterCache:
         self._uids: dict[JobKey, str] = {}
         self._pods: dict[str, WorkerPod] = {}  # by pod uid
         self._pods_by_job: dict[str, set[str]] = {}  # job uid -> pod uids
+        self._sweeps: dict[JobKey, bytes] = {}  # TrainableSweeps
+        self._sweep_jobs: dict[JobKey, set[str]] = {}  # sweep key -> its trials' names
         self._workloads: dict[str, bytes] = {}  # job uid -> its Kueue Workload (--kueue)
         self._workload_revisions: dict[str, tuple[str, int]] = {}  # job uid -> (wl uid, rv)
 
@@ -104,6 +106,9 @@ class ClusterCache:
                     return key
             self._jobs[key] = data
             self._uids[key] = uid
+            sweep = ((body.get("metadata") or {}).get("labels") or {}).get(LABEL_SWEEP)
+            if sweep:
+                self._sweep_jobs.setdefault((key[0], sweep), set()).add(key[1])
             if rv is None:
                 self._revisions.pop(key, None)
             else:
@@ -112,6 +117,9 @@ class ClusterCache:
 
     def forget_job(self, key: JobKey) -> None:
         with self._lock:
+            for (ns, _), names in self._sweep_jobs.items():
+                if ns == key[0]:
+                    names.discard(key[1])
             self._jobs.pop(key, None)
             self._uids.pop(key, None)
             self._revisions.pop(key, None)
@@ -211,3 +219,27 @@ class ClusterCache:
         with self._lock:
             data = self._workloads.get(job_uid)
         return None if data is None else orjson.loads(data)
+
+    # TrainableSweeps and their trials (TrainableJobs labelled with the sweep)
+
+    def put_sweep(self, body: dict[str, Any]) -> JobKey:
+        key = job_key(body)
+        with self._lock:
+            self._sweeps[key] = compact_body(body)
+        return key
+
+    def forget_sweep(self, key: JobKey) -> None:
+        with self._lock:
+            self._sweeps.pop(key, None)
+            self._sweep_jobs.pop(key, None)
+
+    def sweep(self, key: JobKey) -> dict[str, Any] | None:
+        with self._lock:
+            data = self._sweeps.get(key)
+        return None if data is None else orjson.loads(data)
+
+    def jobs_of_sweep(self, namespace: str, sweep: str) -> list[dict[str, Any]]:
+        with self._lock:
+            names = sorted(self._sweep_jobs.get((namespace, sweep)) or ())
+            found = [self._jobs.get((namespace, n)) for n in names]
+        return [orjson.loads(d) for d in found if d is not None]

@@ -173,7 +173,7 @@ class Controller:
         if not is_terminal(phase):
             progress = self._progress(job, worker, current)
             if needs_restore_check(job, progress):
-                restore_error = storageio.check_restore_from(job, self._credentials(job))
+                restore_error = storageio.check_restore_from(job, self.credentials(job))
         else:
             self._forget_progress(key, job.uid)
 
@@ -266,7 +266,7 @@ class Controller:
         seen = bool(job.status.get("workerPodUID"))
         if not self.book.needs_file_read(job.uid, worker, pod, seen):
             return pushed
-        stored = storageio.read_progress(job, self._credentials(job))
+        stored = storageio.read_progress(job, self.credentials(job))
         self.book.mark_read(job.uid, worker, pod)
         return newer(pushed, stored)
 
@@ -289,7 +289,7 @@ class Controller:
         self.queue.discard(key)
         self._forget_progress(key, job_uid)
 
-    def _credentials(self, job: JobView) -> dict[str, str] | None:
+    def credentials(self, job: JobView) -> dict[str, str] | None:
         name = (job.storage.get("secretRef") or {}).get("name")
         if not name:
             return None

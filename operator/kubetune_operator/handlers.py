@@ -26,9 +26,10 @@ from kubetune_operator import kube, kueue
 from kubetune_operator.cache import WorkerPod, job_key
 from kubetune_operator.controller import Controller, ControllerSettings
 from kubetune_operator.metrics import JOBS_CACHED
-from kubetune_operator.model import API_GROUP, API_VERSION, LABEL_JOB_UID, PLURAL
+from kubetune_operator.model import API_GROUP, API_VERSION, LABEL_JOB_UID, LABEL_SWEEP, PLURAL
 from kubetune_operator.podspec import PodSettings
 from kubetune_operator.progress_api import PATH, ProgressReceiver
+from kubetune_operator.sweep_controller import SweepController
 
 log = logging.getLogger("kubetune_operator")
 
@@ -89,6 +90,10 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 
 CONTROLLER = Controller(controller_settings())
+SWEEPS = SweepController(CONTROLLER.cache, CONTROLLER.credentials)
+# A trial's reports move its sweep's status: at most one sweep reconcile per
+# this many seconds for them (state changes of a trial go at once).
+SWEEP_COALESCE_S = 2.0
 _runners: list[web.AppRunner] = []
 
 
@@ -107,6 +112,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Handlers only copy facts into the cache: no thread pool needed for them.
     settings.posting.level = logging.WARNING
     CONTROLLER.start()
+    SWEEPS.start()
     await _serve(endpoints())
 
 
@@ -146,6 +152,7 @@ async def _metrics(_: web.Request) -> web.Response:
 @kopf.on.cleanup()
 async def shutdown(**_: Any) -> None:
     CONTROLLER.stop()
+    SWEEPS.stop()
     for runner in _runners:
         await runner.cleanup()
 
@@ -178,6 +185,9 @@ async def job_changed(event: kopf.RawEvent, **_: Any) -> None:
     meta = raw.get("metadata") or {}
     if event.get("type") == "DELETED":
         CONTROLLER.forget_job(key, meta.get("uid") or "")
+        sweep = (meta.get("labels") or {}).get(LABEL_SWEEP)
+        if sweep:
+            SWEEPS.queue.add((key[0], sweep))
         return
     if meta.get("deletionTimestamp") and LEGACY_FINALIZER in (meta.get("finalizers") or []):
         await asyncio.get_running_loop().run_in_executor(
@@ -185,6 +195,10 @@ async def job_changed(event: kopf.RawEvent, **_: Any) -> None:
         )
     CONTROLLER.cache.put_job(raw, from_watch=True)
     CONTROLLER.queue.add(key, urgent=True)
+    sweep = (meta.get("labels") or {}).get(LABEL_SWEEP)
+    if sweep:
+        phase_known = (raw.get("status") or {}).get("phase") in ("Running", "Restarting")
+        SWEEPS.queue.add((key[0], sweep), SWEEP_COALESCE_S if phase_known else 0.0)
 
 
 # Kueue Workloads of queued jobs (only with --kueue). Indexed like the pods: a
@@ -208,3 +222,25 @@ if CONTROLLER.settings.kueue:
             key = CONTROLLER.cache.put_workload(raw, from_watch=True)
         if key is not None:
             CONTROLLER.queue.add(key, urgent=True)
+
+
+# TrainableSweeps: their trials are TrainableJobs (above), labelled with the sweep.
+
+
+@kopf.index(API_GROUP, API_VERSION, PLURAL, labels={LABEL_SWEEP: kopf.PRESENT})
+async def trials_listed(body: kopf.Body, **_: Any) -> None:
+    """Holds every handler (sweeps' too) until the trials are listed: a sweep
+    never counts its trials from a partial view (nor makes one twice)."""
+    CONTROLLER.cache.put_job(dict(body), from_watch=True)
+
+
+@kopf.on.event(API_GROUP, API_VERSION, "trainablesweeps")
+async def sweep_changed(event: kopf.RawEvent, **_: Any) -> None:
+    raw = cast(dict[str, Any], event["object"])
+    key = job_key(raw)
+    if event.get("type") == "DELETED":
+        CONTROLLER.cache.forget_sweep(key)
+        SWEEPS.forget(key)
+        return
+    CONTROLLER.cache.put_sweep(raw)
+    SWEEPS.queue.add(key, urgent=True)

@@ -384,3 +384,67 @@ def job_has_pods(namespace: str, job_uid: str) -> bool:
             )
         )
     return bool(found.get("items"))
+
+
+# TrainableSweeps: their trials (child TrainableJobs) and their status.
+
+SWEEPS = "trainablesweeps"
+
+
+def create_job(body: dict[str, Any]) -> dict[str, Any] | None:
+    """A trial; None when one of that name exists already (creation is idempotent)."""
+    objects = kubernetes.client.CustomObjectsApi(api())
+    meta = body["metadata"]
+    try:
+        with _counted("create", PLURAL):
+            return cast(
+                dict[str, Any],
+                _raw(
+                    objects.create_namespaced_custom_object(
+                        API_GROUP, API_VERSION, meta["namespace"], PLURAL, body,
+                        _preload_content=False,
+                    )
+                ),
+            )  # fmt: skip
+    except ApiException as exc:
+        if exc.status == 409:
+            return None
+        if exc.status in (400, 422):
+            raise Rejected(_api_message(exc)) from exc
+        raise
+
+
+def patch_job(namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch of a trial the sweep owns (its annotations, spec.suspend)."""
+    objects = kubernetes.client.CustomObjectsApi(api())
+    with _counted("patch", PLURAL):
+        return cast(
+            dict[str, Any],
+            _raw(
+                objects.patch_namespaced_custom_object(
+                    API_GROUP, API_VERSION, namespace, PLURAL, name, patch,
+                    _content_type="application/merge-patch+json", _preload_content=False,
+                )
+            ),
+        )  # fmt: skip
+
+
+def replace_sweep_status(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """The sweep's status in one call, guarded by its resourceVersion."""
+    meta = body["metadata"]
+    objects = kubernetes.client.CustomObjectsApi(api())
+    try:
+        with _counted("update", f"{SWEEPS}/status"):
+            return cast(
+                dict[str, Any],
+                _raw(
+                    objects.replace_namespaced_custom_object_status(
+                        API_GROUP, API_VERSION, meta["namespace"], SWEEPS, meta["name"],
+                        {**body, "status": status}, _preload_content=False,
+                    )
+                ),
+            )  # fmt: skip
+    except ApiException as exc:
+        if exc.status in (404, 409):
+            raise Conflict(f"{meta['namespace']}/{meta['name']} changed: {exc.reason}") from exc
+        raise

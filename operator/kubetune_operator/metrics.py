@@ -39,3 +39,6 @@ REPORT_TO_STATUS_SECONDS = Histogram(
     "From a progress report's arrival to the status write that carries it",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120),
 )
+SWEEP_RECONCILES = Counter(
+    "kubetune_sweep_reconciles_total", "TrainableSweep reconciles, by outcome", ["outcome"]
+)

@@ -20,6 +20,7 @@ PLURAL = "trainablejobs"
 LABEL_JOB = "kubetune.io/job"
 LABEL_JOB_UID = "kubetune.io/job-uid"
 LABEL_ATTEMPT = "kubetune.io/attempt"
+LABEL_SWEEP = "kubetune.io/sweep"  # on a TrainableSweep's trials
 WORKER_CONTAINER = "worker"
 
 

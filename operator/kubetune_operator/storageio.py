@@ -74,3 +74,31 @@ def check_restore_from(job: JobView, credentials: dict[str, str] | None) -> str 
     except (CheckpointError, StorageError) as exc:
         return f"restoreFrom {uri}: {exc}"
     return None
+
+
+def read_trial_results(job: JobView, credentials: dict[str, str] | None) -> list[dict[str, Any]]:
+    """A sweep trial's results (each iteration once); [] when there are none yet
+    or storage fails (the decision waits for the next change)."""
+    from kubetune.results import read_results
+
+    try:
+        return read_results(run_store(job, credentials).storage)
+    except (StorageError, ValueError) as exc:
+        log.warning("cannot read results of %s/%s: %s", job.namespace, job.name, exc)
+        return []
+
+
+def write_object(
+    folder: str, name: str, data: bytes, storage: dict[str, Any], credentials: dict[str, str] | None
+) -> bool:
+    """One object under a folder of the jobs' storage (a sweep's trial table)."""
+    frozen = tuple(sorted((credentials or {}).items()))
+    try:
+        if folder.startswith("s3://"):
+            _client_for(storage.get("endpointURL"), frozen).at(folder).write_bytes(name, data)
+        else:
+            open_storage(folder).write_bytes(name, data)
+    except StorageError as exc:
+        log.warning("cannot write %s/%s: %s", folder, name, exc)
+        return False
+    return True

@@ -42,3 +42,22 @@ class Counter(kubetune.Trainable):
 
     def load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.total = checkpoint["total"]
+
+
+class Scored(kubetune.Trainable):
+    """A sweep's synthetic trainable: score = quality + iteration / 100, so the
+    config decides the ranking; config: quality, sleep (s per step)."""
+
+    def setup(self, config: dict[str, Any]) -> None:
+        self.quality = float(config["quality"])
+        self.sleep = float(config.get("sleep", 0.05))
+
+    def step(self) -> dict[str, Any]:
+        time.sleep(self.sleep)
+        return {"score": self.quality + (self.iteration + 1) / 100}
+
+    def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
+        return {"quality": self.quality}
+
+    def load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.quality = checkpoint["quality"]

@@ -1,0 +1,144 @@
+"""TrainableSweep on the real local cluster: trials are TrainableJobs; ASHA
+stops the weak ones at their first rung (suspended, not lost), never more
+than maxConcurrent run, the best is the best of the trials' result.json; a
+suspended sweep resumes to the same best; operator kills change nothing."""
+
+# mypy: disable-error-code="arg-type,union-attr,index"
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+import yaml
+from operator_fixtures import (
+    BUCKET,
+    SECRET,
+    OperatorProcess,
+    cluster_env,
+    kubectl,
+    read_results,
+    report_figure,
+)
+
+from localcluster.testing import Cluster
+
+pytestmark = pytest.mark.e2e
+
+
+def sweep_manifest(name: str, **spec: Any) -> dict[str, Any]:
+    env = cluster_env()
+    body: dict[str, Any] = {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "TrainableSweep",
+        "metadata": {"name": name},
+        "spec": {
+            "metric": "score",
+            "mode": "max",
+            "paramSpace": {"quality": {"uniform": [0.0, 1.0]}, "sleep": 0.1},
+            "numSamples": 16,
+            "maxConcurrent": 4,
+            "searcher": {"type": "random", "seed": 7},
+            "scheduler": {
+                "type": "asha",
+                "asha": {"gracePeriod": 1, "reductionFactor": 4, "maxT": 16},
+            },
+            "jobTemplate": {
+                "spec": {
+                    "trainable": "tests.e2e.trainables:Scored",
+                    "stop": {"training_iteration": 16},
+                    "checkpoint": {"frequency": 1, "numToKeep": 2},
+                    "storage": {
+                        "uri": f"s3://{BUCKET}/sweeps-{uuid.uuid4().hex[:8]}",
+                        "endpointURL": env["AWS_ENDPOINT_URL"],
+                        "secretRef": {"name": SECRET},
+                    },
+                }
+            },
+        },
+    }
+    body["spec"].update(spec)
+    return body
+
+
+def get_sweep(ns: str, name: str) -> dict[str, Any]:
+    return json.loads(kubectl("-n", ns, "get", "tsw", name, "-o", "json").stdout)
+
+
+def trials_of(cluster: Cluster, ns: str, sweep: str) -> list[dict[str, Any]]:
+    found = cluster.custom.list_namespaced_custom_object(
+        "kubetune.io", "v1alpha1", ns, "trainablejobs", label_selector=f"kubetune.io/sweep={sweep}"
+    )
+    return list(found["items"])
+
+
+class PodCounter:
+    """Samples the sweep's running worker pods every 100 ms; keeps the maximum."""
+
+    def __init__(self, cluster: Cluster, ns: str) -> None:
+        self.cluster, self.ns, self.most = cluster, ns, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            pods = self.cluster.core.list_namespaced_pod(self.ns).items
+            running = [p for p in pods if p.status.phase in ("Pending", "Running")]
+            self.most = max(self.most, len(running))
+            time.sleep(0.1)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.most
+
+
+def wait_sweep(ns: str, name: str, phase: str, timeout: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    sweep: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        sweep = get_sweep(ns, name)
+        if (sweep.get("status") or {}).get("phase") == phase:
+            return sweep
+        if (sweep.get("status") or {}).get("phase") == "Failed":
+            break
+        time.sleep(0.5)
+    raise AssertionError(f"sweep {name} not {phase}: {json.dumps(sweep.get('status'), indent=1)}")
+
+
+def test_asha_sweep_stops_weak_trials_at_the_first_rung(
+    job_ns: str, cluster: Cluster, s3: Any, operator: OperatorProcess
+) -> None:
+    manifest = sweep_manifest("asha")
+    kubectl("-n", job_ns, "apply", "-f", "-", input=yaml.safe_dump(manifest))
+    pods = PodCounter(cluster, job_ns)
+    started = time.monotonic()
+    sweep = wait_sweep(job_ns, "asha", "Succeeded")
+    wall = time.monotonic() - started
+    most = pods.stop()
+    trials = trials_of(cluster, job_ns, "asha")
+    assert len(trials) == 16
+    assert most <= 4, f"{most} worker pods at once"
+    stopped = [t for t in trials if t["metadata"]["annotations"].get("kubetune.io/sweep-stopped")]
+    at_first_rung = [
+        t for t in stopped if "rung 1" in t["metadata"]["annotations"]["kubetune.io/sweep-stopped"]
+    ]
+    uri = manifest["spec"]["jobTemplate"]["spec"]["storage"]["uri"]
+    best = max(
+        r["score"]
+        for t in trials
+        for r in read_results(s3, f"{uri}/{job_ns}/{t['metadata']['name']}")
+    )
+    assert sweep["status"]["best"]["value"] == pytest.approx(best)
+    assert stopped and len(at_first_rung) >= 1
+    runtimes = sum((t["status"]["lastResult"] or {}).get("time_total_s", 0) for t in trials)
+    report_figure(
+        f"sweep: ASHA over 16 trials, {len(stopped)} stopped ({len(at_first_rung)} at the first "
+        f"rung), at most {most} pods at once, wall {wall:.1f}s beside {runtimes:.1f}s of "
+        "trial run time"
+    )
