@@ -170,3 +170,23 @@ def test_sample_draws_from_one_distribution() -> None:
     assert 1.0 <= sample({"loguniform": [1.0, 10.0]}, rng) <= 10.0
     with pytest.raises(SpaceError):
         sample({"loguniform": [-1, 1]}, rng)
+
+
+def test_the_sweeps_package_uses_the_standard_library_only() -> None:
+    import ast
+    import sys
+    from pathlib import Path
+
+    import kubetune_operator.sweeps as sweeps
+
+    allowed = set(sys.stdlib_module_names) | {"__future__", "kubetune_operator"}
+    for path in Path(sweeps.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                roots = {node.module.split(".")[0]}
+            else:
+                continue
+            assert roots <= allowed, (path.name, roots)
+    assert set(sweeps.__all__) >= {"Asha", "Median", "Pbt", "trial_config", "SpaceError"}
