@@ -142,3 +142,100 @@ def test_asha_sweep_stops_weak_trials_at_the_first_rung(
         f"rung), at most {most} pods at once, wall {wall:.1f}s beside {runtimes:.1f}s of "
         "trial run time"
     )
+
+
+def best_possible(trials: list[dict[str, Any]]) -> float:
+    """What an uninterrupted run with the same seed finds: the best config runs
+    to maxT (ASHA never stops the leader), and score = quality + iteration / 100."""
+    return max(t["spec"]["config"]["quality"] for t in trials) + 16 / 100
+
+
+def iterations_of(s3: Any, uri: str, ns: str, trial: str) -> list[int]:
+    return [r["training_iteration"] for r in read_results(s3, f"{uri}/{ns}/{trial}")]
+
+
+def test_suspended_sweep_resumes_to_the_same_best(
+    job_ns: str, cluster: Cluster, s3: Any, operator: OperatorProcess
+) -> None:
+    manifest = sweep_manifest("pausable", paramSpace={"quality": {"uniform": [0, 1]}, "sleep": 0.2})
+    kubectl("-n", job_ns, "apply", "-f", "-", input=yaml.safe_dump(manifest))
+    deadline = time.monotonic() + 60
+    while (
+        sum(
+            t.get("status", {}).get("iteration", 0) > 2
+            for t in trials_of(cluster, job_ns, "pausable")
+        )
+        < 2
+    ):
+        assert time.monotonic() < deadline, "no trial got going"
+        time.sleep(0.2)
+    patch = json.dumps({"spec": {"suspend": True}})
+    kubectl("-n", job_ns, "patch", "tsw", "pausable", "--type=merge", "-p", patch)
+    wait_sweep(job_ns, "pausable", "Suspended", 120)
+    trials = trials_of(cluster, job_ns, "pausable")
+    for t in trials:
+        st = t["status"]
+        assert st["phase"] in ("Suspended", "Succeeded", "Failed"), (t["metadata"]["name"], st)
+        if st["phase"] == "Suspended":  # stopped with a checkpoint of its last iteration
+            assert st["latestCheckpoint"]["iteration"] >= st["iteration"] - 1
+    assert not [
+        p for p in cluster.core.list_namespaced_pod(job_ns).items if p.status.phase == "Running"
+    ]
+    created_before = len(trials)
+
+    kubectl(
+        "-n",
+        job_ns,
+        "patch",
+        "tsw",
+        "pausable",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"suspend": False}}),
+    )
+    sweep = wait_sweep(job_ns, "pausable", "Succeeded")
+    trials = trials_of(cluster, job_ns, "pausable")
+    assert len(trials) == 16 and created_before <= 16
+    assert sweep["status"]["best"]["value"] == pytest.approx(best_possible(trials))
+    uri = manifest["spec"]["jobTemplate"]["spec"]["storage"]["uri"]
+    for t in trials:
+        got = iterations_of(s3, uri, job_ns, t["metadata"]["name"])
+        assert got == list(range(1, len(got) + 1)), (t["metadata"]["name"], got)  # none lost
+
+
+def test_operator_killed_three_times_during_an_asha_sweep(
+    job_ns: str, cluster: Cluster, s3: Any, operator: OperatorProcess
+) -> None:
+    from kubetune_operator.sweeps.asha import Asha
+
+    manifest = sweep_manifest("killed", paramSpace={"quality": {"uniform": [0, 1]}, "sleep": 0.2})
+    kubectl("-n", job_ns, "apply", "-f", "-", input=yaml.safe_dump(manifest))
+    for _ in range(3):
+        time.sleep(4)
+        operator.kill()
+        operator.start()
+    sweep = wait_sweep(job_ns, "killed", "Succeeded")
+    trials = trials_of(cluster, job_ns, "killed")
+    names = sorted(t["metadata"]["name"] for t in trials)
+    assert names == [f"killed-t{i:04d}" for i in range(16)]  # exactly 16, none twice
+    assert sweep["status"]["best"]["value"] == pytest.approx(best_possible(trials))
+    # The recorded decisions, replayed in order, give exactly the recorded stops.
+    recorded = sorted(
+        (d, t["metadata"]["name"])
+        for t in trials
+        for d in json.loads(t["metadata"]["annotations"].get("kubetune.io/sweep-decisions", "[]"))
+    )
+    seqs = [d[0] for d, _ in recorded]
+    assert len(seqs) == len(set(seqs)), "a decision was made twice"
+    asha = Asha(metric="score", mode="max", grace_period=1, reduction_factor=4, max_t=16, seed=7)
+    replayed = {
+        name
+        for d, name in recorded
+        if asha.on_result(name, {"training_iteration": d[1], "score": d[2]})[0] == "STOP"
+    }
+    stopped = {
+        t["metadata"]["name"]
+        for t in trials
+        if t["metadata"]["annotations"].get("kubetune.io/sweep-stopped")
+    }
+    assert replayed == stopped
