@@ -174,6 +174,7 @@ class SweepController:
             scheduler.replay(trial, decision)
         seq = recorded[-1][0] + 1 if recorded else 1
         current = members(trials)
+        scheduler.set_members(current)
         # A PBT exploit recorded before its new generation was made: make it now.
         for trial in current.values():
             exploit = scheduler.pending_exploit(trial)

@@ -53,6 +53,7 @@ class Trial:
     config: dict[str, Any]
     last_result: dict[str, Any]
     latest_checkpoint: str
+    checkpoints: list[dict[str, Any]]
     decisions: list[list[Any]]
     stopped: str
     paused: bool
@@ -79,6 +80,7 @@ class Trial:
             config=dict(spec.get("config") or {}),
             last_result=dict(st.get("lastResult") or {}),
             latest_checkpoint=(st.get("latestCheckpoint") or {}).get("path") or "",
+            checkpoints=list(st.get("checkpoints") or []),
             decisions=_json(ann.get(ANN_DECISIONS), []),
             stopped=ann.get(ANN_STOPPED) or "",
             paused=ann.get(ANN_PAUSED) == "true",

@@ -88,6 +88,10 @@ class Scheduler:
     def pending_exploit(self, trial: Trial) -> dict[str, Any] | None:
         return None
 
+    def set_members(self, current: dict[int, Trial]) -> None:
+        """The newest generation of each member, before any decision (PBT's donors)."""
+        return None
+
 
 class AshaScheduler(Scheduler):
     """Ray's ASHA: one decision per rung, at the trial's first result reaching it."""

@@ -98,8 +98,10 @@ def rules_of(docs: list[dict[str, Any]], kind: str) -> dict[tuple[str, str], set
 
 
 NAMESPACED_RULES = {
-    ("kubetune.io", "trainablejobs"): {"get", "list", "watch", "patch"},
+    ("kubetune.io", "trainablejobs"): {"get", "list", "watch", "create", "patch"},
     ("kubetune.io", "trainablejobs/status"): {"get", "patch", "update"},
+    ("kubetune.io", "trainablesweeps"): {"get", "list", "watch"},
+    ("kubetune.io", "trainablesweeps/status"): {"get", "patch", "update"},
     ("", "pods"): {"get", "list", "watch", "create", "delete"},
     ("", "secrets"): {"get"},
     ("", "events"): {"create", "patch"},
@@ -165,9 +167,10 @@ def test_kueue_support_adds_its_rbac_and_flag_only_when_enabled() -> None:
 
 def test_chart_crd_is_the_repo_crd() -> None:
     docs = documents(render(crds=True))
-    (crd,) = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
-    source = yaml.safe_load((REPO / "crds" / "kubetune.io_trainablejobs.yaml").read_text())
-    assert crd == source
+    crds = {d["metadata"]["name"]: d for d in docs if d["kind"] == "CustomResourceDefinition"}
+    sources = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "crds").glob("*.yaml"))]
+    assert crds == {s["metadata"]["name"]: s for s in sources}
+    assert set(crds) == {"trainablejobs.kubetune.io", "trainablesweeps.kubetune.io"}
 
 
 def test_server_accepts_the_rendered_chart(cluster: Any, namespace: str) -> None:
@@ -205,6 +208,9 @@ def test_operator_account_can_do_its_job_and_no_more(cluster: Any, namespace: st
         here = ("-n", namespace)
         allowed = [
             ("watch", "trainablejobs.kubetune.io", *here),
+            ("create", "trainablejobs.kubetune.io", *here),
+            ("watch", "trainablesweeps.kubetune.io", *here),
+            ("update", "trainablesweeps.kubetune.io", "--subresource=status", *here),
             ("patch", "trainablejobs.kubetune.io", *here),
             ("update", "trainablejobs.kubetune.io", "--subresource=status", *here),
             ("create", "pods", *here),
@@ -219,7 +225,8 @@ def test_operator_account_can_do_its_job_and_no_more(cluster: Any, namespace: st
         denied = [
             ("list", "secrets", *here),  # only the Secret a job names, by name
             ("delete", "trainablejobs.kubetune.io", *here),
-            ("update", "trainablejobs.kubetune.io", *here),  # never writes spec
+            ("update", "trainablejobs.kubetune.io", *here),  # never replaces a job
+            ("patch", "trainablesweeps.kubetune.io", *here),  # never writes a sweep's spec
             ("create", "pods", "--subresource=exec", *here),
             ("create", "deployments.apps", *here),
             ("get", "pods", "-n", "default"),  # another namespace

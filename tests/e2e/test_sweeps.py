@@ -23,6 +23,7 @@ from operator_fixtures import (
     kubectl,
     read_results,
     report_figure,
+    request_counts,
 )
 
 from localcluster.testing import Cluster
@@ -115,6 +116,7 @@ def test_asha_sweep_stops_weak_trials_at_the_first_rung(
     job_ns: str, cluster: Cluster, s3: Any, operator: OperatorProcess
 ) -> None:
     manifest = sweep_manifest("asha")
+    before = request_counts()
     kubectl("-n", job_ns, "apply", "-f", "-", input=yaml.safe_dump(manifest))
     pods = PodCounter(cluster, job_ns)
     started = time.monotonic()
@@ -137,6 +139,18 @@ def test_asha_sweep_stops_weak_trials_at_the_first_rung(
     assert sweep["status"]["best"]["value"] == pytest.approx(best)
     assert stopped and len(at_first_rung) >= 1
     runtimes = sum((t["status"]["lastResult"] or {}).get("time_total_s", 0) for t in trials)
+    after = request_counts()
+    sweep_calls = {
+        k: after[k] - before.get(k, 0)
+        for k in after
+        if ('resource="trainablejobs"' in k and ('verb="create"' in k or 'verb="patch"' in k))
+        or 'resource="trainablesweeps/status"' in k
+    }
+    calls = ", ".join(f"{k.split('{')[1][:-1]}: {v:.0f}" for k, v in sweep_calls.items())
+    per_trial = sum(sweep_calls.values()) / 16
+    report_figure(
+        f"sweep: the sweep controller made {per_trial:.1f} API requests per trial ({calls})"
+    )
     report_figure(
         f"sweep: ASHA over 16 trials, {len(stopped)} stopped ({len(at_first_rung)} at the first "
         f"rung), at most {most} pods at once, wall {wall:.1f}s beside {runtimes:.1f}s of "
@@ -239,3 +253,44 @@ def test_operator_killed_three_times_during_an_asha_sweep(
         if t["metadata"]["annotations"].get("kubetune.io/sweep-stopped")
     }
     assert replayed == stopped
+
+
+def test_pbt_members_continue_from_the_donors_checkpoint_with_explored_configs(
+    job_ns: str, cluster: Cluster, s3: Any, operator: OperatorProcess
+) -> None:
+    manifest = sweep_manifest(
+        "pbt",
+        paramSpace={"quality": {"uniform": [0.0, 1.0]}, "sleep": 0.3},
+        numSamples=4,
+        maxConcurrent=4,
+        scheduler={
+            "type": "pbt",
+            "pbt": {
+                "perturbationInterval": 4,
+                "quantileFraction": 0.25,
+                "resampleProbability": 0.25,
+                "hyperparamMutations": {"quality": {"uniform": [0.0, 1.0]}},
+                "seed": 3,
+            },
+        },
+    )
+    manifest["spec"]["jobTemplate"]["spec"]["checkpoint"] = {"frequency": 4}
+    kubectl("-n", job_ns, "apply", "-f", "-", input=yaml.safe_dump(manifest))
+    wait_sweep(job_ns, "pbt", "Succeeded", 300)
+    trials = trials_of(cluster, job_ns, "pbt")
+    exploited = [t for t in trials if t["metadata"]["annotations"].get("kubetune.io/sweep-exploit")]
+    assert exploited, "no member was exploited"
+    uri = manifest["spec"]["jobTemplate"]["spec"]["storage"]["uri"]
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    for t in exploited:
+        name = t["metadata"]["name"]
+        exploit = json.loads(t["metadata"]["annotations"]["kubetune.io/sweep-exploit"])
+        donor_iteration = int(exploit["checkpoint"].rstrip("/").rsplit("_", 1)[-1])
+        rows = read_results(s3, f"{uri}/{job_ns}/{name}")
+        assert rows[0]["training_iteration"] == donor_iteration + 1, (name, exploit, rows[0])
+        params = json.loads(
+            s3.get_object(Bucket=bucket, Key=f"{prefix}/{job_ns}/{name}/params.json")["Body"].read()
+        )
+        assert params == exploit["config"] == t["spec"]["config"]
+        assert t["spec"]["restoreFrom"] == exploit["checkpoint"]
+    report_figure(f"sweep: PBT over 4 members made {len(exploited)} exploits")

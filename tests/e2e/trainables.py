@@ -57,7 +57,8 @@ class Scored(kubetune.Trainable):
         return {"score": self.quality + (self.iteration + 1) / 100}
 
     def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
-        return {"quality": self.quality}
+        # Progress only: after a PBT exploit the explored config's quality applies.
+        return {"trained": self.iteration}
 
     def load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.quality = checkpoint["quality"]
+        self.restored_from = checkpoint["trained"]
