@@ -63,6 +63,7 @@ class SweepController:
         self.workers = workers
         self._stop = threading.Event()
         self._tables: dict[JobKey, str] = {}  # the trial table last written to S3
+        self._memory: dict[JobKey, dict[str, Any]] = {}  # schedulers' in-memory notes
 
     def start(self) -> None:
         for i in range(self.workers):
@@ -140,7 +141,12 @@ class SweepController:
             else:
                 status.phase("Suspended", "Suspended", "every trial is suspended or done")
         else:
-            self._resume_and_create(key, body, scheduler, current)
+            try:
+                self._resume_and_create(key, body, scheduler, current)
+            except kube.Rejected as exc:
+                status.phase("Failed", "InvalidSpec", f"jobTemplate: a trial was refused: {exc}")
+                self._write_status(body, status.st)
+                return None
             current = members([Trial.from_job(b) for b in self.cache.jobs_of_sweep(*key)])
             if len(current) >= total and all(t.done for t in current.values()):
                 status.phase("Succeeded", "Finished", f"all {total} trials are done")
@@ -175,6 +181,17 @@ class SweepController:
         seq = recorded[-1][0] + 1 if recorded else 1
         current = members(trials)
         scheduler.set_members(current)
+        scheduler.trials = trials
+        scheduler.memory = self._memory.setdefault(key, {})
+        read: dict[str, list[dict[str, Any]]] = {}
+
+        def rows_of(t: Trial) -> list[dict[str, Any]]:
+            if t.name not in read:
+                view = self._trial_view(key, t, template)
+                read[t.name] = storageio.read_trial_results(view, creds)
+            return read[t.name]
+
+        scheduler.rows_of = rows_of
         # A PBT exploit recorded before its new generation was made: make it now.
         for trial in current.values():
             exploit = scheduler.pending_exploit(trial)
@@ -184,7 +201,7 @@ class SweepController:
         for trial in sorted(current.values(), key=lambda t: t.index):
             if trial.done or trial.suspend or not scheduler.due(trial):
                 continue
-            rows = storageio.read_trial_results(self._trial_view(key, trial, template), creds)
+            rows = rows_of(trial)
             try:
                 made = scheduler.decide(trial, rows, seq)
             except SchedulerError as exc:
@@ -356,6 +373,7 @@ class SweepController:
 
     def forget(self, key: JobKey) -> None:
         self._tables.pop(key, None)
+        self._memory.pop(key, None)
         self.queue.discard(key)
 
 

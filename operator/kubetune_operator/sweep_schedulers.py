@@ -10,13 +10,18 @@ gives, so it is rebuilt from the trials after any restart.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from typing import Any
 
 from kubetune_operator.sweep_plan import Trial, members
 from kubetune_operator.sweeps import space as spaces
 from kubetune_operator.sweeps.asha import STOP, Asha, MissingMetric
+from kubetune_operator.sweeps.median import Median
 
-SCHEDULERS = ("fifo", "asha", "pbt")
+SCHEDULERS = ("fifo", "median", "asha", "pbt")
+# Median stopping reads every trial's results for a check: at most this often per trial.
+MEDIAN_CHECK_S = 5.0
 
 
 class SchedulerError(Exception):
@@ -69,6 +74,12 @@ class Scheduler:
         self.samples = int(spec.get("numSamples", 1))
         self.metric, self.mode = str(spec["metric"]), str(spec["mode"])
         self.total = spaces.trial_count(self.space, self.samples, self.searcher)
+        # Given by the controller before deciding: a reader of a trial's
+        # results, all trials, and a dict it keeps for this sweep between
+        # reconciles (in memory only: nothing in it may decide anything).
+        self.rows_of: Callable[[Trial], list[dict[str, Any]]] = lambda _: []
+        self.trials: list[Trial] = []
+        self.memory: dict[str, Any] = {}
 
     def config(self, index: int) -> dict[str, Any]:
         return spaces.trial_config(self.space, index, self.samples, self.seed, self.searcher)
@@ -151,10 +162,63 @@ class AshaScheduler(Scheduler):
         return None
 
 
+class MedianScheduler(Scheduler):
+    """Ray's median stopping rule: a trial whose best result is worse than the
+    median of the other trials' running means (up to the same time) stops."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__(spec)
+        _, cfg = _settings(spec)
+        self.time_attr = str(cfg.get("timeAttr") or "training_iteration")
+        self.settings: dict[str, Any] = {
+            "metric": self.metric,
+            "mode": self.mode,
+            "time_attr": self.time_attr,
+            "grace_period": float(cfg.get("gracePeriod", 1)),
+            "min_samples_required": int(cfg.get("minSamplesRequired", 3)),
+            "min_time_slice": float(cfg.get("minTimeSlice", 0)),
+            "hard_stop": True,
+        }
+        Median(**self.settings)  # validates
+
+    def due(self, trial: Trial) -> bool:
+        checked = self.memory.setdefault("checked", {})
+        last_iteration, last_time = checked.get(trial.name, (0, 0.0))
+        return (
+            trial.iteration >= self.settings["grace_period"]
+            and trial.iteration > last_iteration
+            and time.monotonic() - last_time >= MEDIAN_CHECK_S
+        )
+
+    def decide(
+        self, trial: Trial, rows: list[dict[str, Any]], seq: int
+    ) -> tuple[list[Any], str] | None:
+        self.memory.setdefault("checked", {})[trial.name] = (trial.iteration, time.monotonic())
+        rule = Median(**self.settings)
+        try:
+            for other in self.trials:
+                if other.name != trial.name:
+                    for row in self.rows_of(other):
+                        rule.on_complete(other.name, row)
+            for row in rows:
+                if rule.on_result(trial.name, row) == "STOP":
+                    value, when = row[self.metric], row[self.time_attr]
+                    why = (
+                        f"median: best {self.metric} by {self.time_attr}={when:g} is worse than "
+                        "the median of the other trials' running means"
+                    )
+                    return [seq, when, value, None], why
+        except MissingMetric as exc:
+            raise SchedulerError(str(exc)) from None
+        return None
+
+
 def make_scheduler(spec: dict[str, Any]) -> Scheduler:
     kind, _ = _settings(spec)
     if kind == "asha":
         return AshaScheduler(spec)
+    if kind == "median":
+        return MedianScheduler(spec)
     if kind == "pbt":
         from kubetune_operator.sweep_pbt import PbtScheduler
 

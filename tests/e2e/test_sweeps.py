@@ -294,3 +294,51 @@ def test_pbt_members_continue_from_the_donors_checkpoint_with_explored_configs(
         assert params == exploit["config"] == t["spec"]["config"]
         assert t["spec"]["restoreFrom"] == exploit["checkpoint"]
     report_figure(f"sweep: PBT over 4 members made {len(exploited)} exploits")
+
+
+def test_bad_sweeps_say_why_and_do_not_hang(
+    job_ns: str, cluster: Cluster, operator: OperatorProcess
+) -> None:
+    unsampleable = sweep_manifest("unsampleable", paramSpace={"lr": {"loguniform": [0, 1]}})
+    bad_template = sweep_manifest("bad-template")
+    bad_template["spec"]["jobTemplate"]["spec"]["trainable"] = "not a module path"
+    silent = sweep_manifest("silent", metric="accuracy", numSamples=2)
+    failing = sweep_manifest(
+        "failing",
+        paramSpace={"fail_in_setup": True},
+        numSamples=4,
+        maxConcurrent=2,
+        maxFailedTrials=1,
+        scheduler={"type": "fifo"},
+    )
+    failing["spec"]["jobTemplate"]["spec"]["trainable"] = "tests.e2e.trainables:Counter"
+    failing["spec"]["jobTemplate"]["spec"]["maxFailures"] = 0
+    for m in (unsampleable, bad_template, silent, failing):
+        kubectl("-n", job_ns, "apply", "-f", "-", input=yaml.safe_dump(m))
+
+    def failed_with(name: str) -> str:
+        sweep: dict[str, Any] = {}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            sweep = get_sweep(job_ns, name)
+            cond = next(
+                (
+                    c
+                    for c in (sweep.get("status") or {}).get("conditions") or []
+                    if c["type"] == "Failed"
+                ),
+                {},
+            )
+            if cond.get("status") == "True":
+                return f"{cond['reason']}: {cond['message']}"
+            time.sleep(0.5)
+        raise AssertionError(f"{name} did not fail: {sweep}")
+
+    assert failed_with("unsampleable").startswith("InvalidSpec: paramSpace.lr")
+    assert "trainable" in failed_with("bad-template")
+    why = failed_with("failing")
+    assert why.startswith("MaxFailedTrials: 2 trials failed (maxFailedTrials=1)"), why
+    assert "dataset path /nope" in why
+    sweep = wait_sweep(job_ns, "silent", "Succeeded", 120)
+    missing = next(c for c in sweep["status"]["conditions"] if c["type"] == "MetricMissing")
+    assert "never reported 'accuracy'" in missing["message"], missing
