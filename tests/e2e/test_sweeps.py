@@ -342,3 +342,25 @@ def test_bad_sweeps_say_why_and_do_not_hang(
     sweep = wait_sweep(job_ns, "silent", "Succeeded", 120)
     missing = next(c for c in sweep["status"]["conditions"] if c["type"] == "MetricMissing")
     assert "never reported 'accuracy'" in missing["message"], missing
+
+
+@pytest.mark.parametrize("example", ["asha-sweep.yaml", "pbt-sweep.yaml"])
+def test_example_sweeps_run_and_kubectl_shows_progress(
+    job_ns: str, cluster: Cluster, operator: OperatorProcess, example: str
+) -> None:
+    from operator_fixtures import REPO
+
+    manifest = yaml.safe_load((REPO / "examples" / "sweep" / example).read_text())
+    storage = manifest["spec"]["jobTemplate"]["spec"]["storage"]
+    storage.update(uri=f"s3://{BUCKET}/examples-{uuid.uuid4().hex[:8]}")
+    storage["endpointURL"] = cluster_env()["AWS_ENDPOINT_URL"]
+    name = manifest["metadata"]["name"]
+    kubectl("-n", job_ns, "apply", "-f", "-", input=yaml.safe_dump(manifest))
+    sweep = wait_sweep(job_ns, name, "Succeeded", 400)
+    table = kubectl("-n", job_ns, "get", "tsw", name).stdout
+    header, row = table.splitlines()[:2]
+    assert header.split() == ["NAME", "PHASE", "TRIALS", "RUNNING", "DONE", "BEST", "AGE"]
+    cells = row.split()
+    total = sweep["status"]["trials"]["total"]
+    assert cells[:5] == [name, "Succeeded", str(total), "0", str(total)], table
+    assert float(cells[5]) == pytest.approx(sweep["status"]["best"]["value"], rel=1e-3)
