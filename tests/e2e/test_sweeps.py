@@ -364,3 +364,25 @@ def test_example_sweeps_run_and_kubectl_shows_progress(
     total = sweep["status"]["trials"]["total"]
     assert cells[:5] == [name, "Succeeded", str(total), "0", str(total)], table
     assert float(cells[5]) == pytest.approx(sweep["status"]["best"]["value"], rel=1e-3)
+
+
+def test_median_stopping_stops_trials_below_the_median(
+    job_ns: str, cluster: Cluster, operator: OperatorProcess
+) -> None:
+    manifest = sweep_manifest(
+        "median",
+        paramSpace={"quality": {"grid": [0.9, 0.8, 0.7, 0.1, 0.05, 0.0]}, "sleep": 0.3},
+        numSamples=1,
+        maxConcurrent=6,
+        scheduler={"type": "median", "median": {"gracePeriod": 2, "minSamplesRequired": 2}},
+    )
+    kubectl("-n", job_ns, "apply", "-f", "-", input=yaml.safe_dump(manifest))
+    sweep = wait_sweep(job_ns, "median", "Succeeded", 300)
+    trials = trials_of(cluster, job_ns, "median")
+    stopped = {
+        t["spec"]["config"]["quality"]
+        for t in trials
+        if t["metadata"]["annotations"].get("kubetune.io/sweep-stopped", "").startswith("median:")
+    }
+    assert stopped and stopped <= {0.1, 0.05, 0.0}, stopped  # only the weak ones
+    assert sweep["status"]["best"]["config"]["quality"] == 0.9
