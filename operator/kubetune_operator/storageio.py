@@ -102,3 +102,26 @@ def write_object(
         log.warning("cannot write %s/%s: %s", folder, name, exc)
         return False
     return True
+
+
+def copy_object(
+    source: str, target: str, storage: dict[str, Any], credentials: dict[str, str] | None
+) -> bool:
+    """One object copied as bytes (a sweep's shipped code into a trial's folder:
+    the operator moves the bytes and never unpickles them)."""
+    frozen = tuple(sorted((credentials or {}).items()))
+    src_dir, _, src_name = source.rpartition("/")
+    dst_dir, _, dst_name = target.rpartition("/")
+    try:
+        client = _client_for(storage.get("endpointURL"), frozen)
+        if client.at(dst_dir).size(dst_name) is not None:
+            return True  # content-addressed: already there
+        data = client.at(src_dir).read_bytes(src_name)
+        if data is None:
+            log.warning("cannot copy %s: it does not exist", source)
+            return False
+        client.at(dst_dir).write_bytes(dst_name, data)
+    except StorageError as exc:
+        log.warning("cannot copy %s to %s: %s", source, target, exc)
+        return False
+    return True

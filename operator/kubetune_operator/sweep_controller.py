@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from kubetune.protocol import code_key, is_within_run
 from kubetune_operator import kube, storageio
 from kubetune_operator.cache import ClusterCache, JobKey
 from kubetune_operator.metrics import SWEEP_RECONCILES
@@ -104,7 +105,7 @@ class SweepController:
         status = SweepStatus.start(body, _now())
         if status.st.get("phase") in ("Succeeded", "Failed"):
             return None
-        problem = validate(spec)
+        problem = validate(spec) or self._code_problem(key, spec)
         if problem:
             status.phase("Failed", "InvalidSpec", problem)
             self._write_status(body, status.st)
@@ -160,6 +161,37 @@ class SweepController:
         self._write_status(body, status.st)
         self._write_table(key, spec, template, creds, trials)
         return None
+
+    # shipped code (jobTemplate.spec.code, uploaded by kubetune.Tuner)
+
+    def _sweep_folder(self, key: JobKey, spec: dict[str, Any]) -> str:
+        uri = str(spec["jobTemplate"]["spec"]["storage"]["uri"]).rstrip("/")
+        return f"{uri}/{key[0]}/{key[1]}"
+
+    def _code_problem(self, key: JobKey, spec: dict[str, Any]) -> str:
+        code = spec["jobTemplate"]["spec"].get("code")
+        if not code:
+            return ""
+        folder = self._sweep_folder(key, spec)
+        if is_within_run(folder, str(code.get("uri") or "")):
+            return ""
+        return (
+            f"jobTemplate.spec.code.uri {code.get('uri')} is outside the sweep's folder: shipped "
+            f"code must be at {folder}/.kubetune/code/<sha256>.pkl (kubetune.Tuner puts it there)"
+        )
+
+    def _create_trial(self, key: JobKey, body: dict[str, Any], template: JobView) -> None:
+        code = body["spec"].get("code")
+        if code:
+            source = self._sweep_folder(key, {"jobTemplate": {"spec": template.spec}})
+            source_uri = f"{source}/{code_key(code['sha256'])}"
+            if not storageio.copy_object(
+                source_uri, code["uri"], template.storage, self.credentials(template)
+            ):
+                raise RuntimeError(f"could not copy the shipped code {source_uri} to {code['uri']}")
+        created = kube.create_job(body)
+        if created is not None:
+            self.cache.put_job(created)
 
     # the scheduler
 
@@ -312,9 +344,10 @@ class SweepController:
             if index in current:
                 continue
             body = build_trial(sweep, index, scheduler.config(index))
-            created = kube.create_job(body)
-            if created is not None:
-                self.cache.put_job(created)
+            template = JobView.from_body(
+                {"metadata": sweep["metadata"], "spec": spec["jobTemplate"]["spec"]}
+            )
+            self._create_trial(key, body, template)
             room -= 1
 
     def _pause_all(self, namespace: str, current: dict[int, Trial], stopped: str = "") -> None:

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubetune.protocol import code_uri
 from kubetune_operator.conditions import set_condition
 from kubetune_operator.model import API_GROUP, API_VERSION, LABEL_SWEEP, Cond
 
@@ -150,6 +151,12 @@ def build_trial(
     spec = copy.deepcopy(template.get("spec") or {})
     spec["config"] = config
     spec.pop("suspend", None)
+    if spec.get("code"):
+        # Shipped code is copied into each trial's own folder (the only place a
+        # worker unpickles from); the sweep controller copies it before creating.
+        folder = f"{spec['storage']['uri'].rstrip('/')}/{meta.get('namespace') or 'default'}"
+        name = trial_name(meta["name"], index, generation)
+        spec["code"] = {**spec["code"], "uri": code_uri(f"{folder}/{name}", spec["code"]["sha256"])}
     if restore_from:
         spec["restoreFrom"] = restore_from
     labels = {

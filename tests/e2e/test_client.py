@@ -251,3 +251,82 @@ def test_wait_raises_the_jobs_failure_reason(job_ns: str) -> None:
     with pytest.raises(JobFailed) as err:
         handle("broken", job_ns).wait(timeout=120)
     assert "dataset path /nope" in str(err.value) and err.value.reason
+
+
+TUNER_SCRIPT = '''
+import json, os, sys
+import kubetune as tune          # was: from ray import tune
+
+
+class Quadratic(tune.Trainable):
+    """Defined in __main__: shipped by value to every trial."""
+
+    def setup(self, config):
+        self.x = config["x"]
+        self.offset = config["offset"]
+
+    def step(self):
+        return {"loss": (self.x - 0.3) ** 2 + self.offset + 1 / (self.iteration + 1)}
+
+    def save_checkpoint(self, checkpoint_dir):
+        return {"x": self.x}
+
+    def load_checkpoint(self, state):
+        self.x = state["x"]
+
+
+tuner = tune.Tuner(
+    Quadratic,
+    param_space={"x": tune.uniform(0.0, 1.0), "offset": tune.grid_search([0.0, 1.0])},
+    tune_config=tune.TuneConfig(
+        metric="loss", mode="min", num_samples=3, max_concurrent_trials=3, seed=5,
+        scheduler=tune.schedulers.ASHAScheduler(max_t=8, grace_period=1, reduction_factor=2),
+    ),
+    run_config=tune.RunConfig(
+        name=sys.argv[1], storage_path=sys.argv[2], stop={"training_iteration": 8},
+        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=2),
+    ),
+    namespace=sys.argv[3],
+    endpoint_url=os.environ["AWS_ENDPOINT_URL"],
+    storage_secret="s3-credentials",
+)
+grid = tuner.fit(timeout=300)
+best = grid.get_best_result()
+print(json.dumps({
+    "n": len(grid),
+    "best": {"config": best.config, "loss": best.metrics["loss"], "name": best.name,
+             "checkpoint": best.checkpoint.path if best.checkpoint else None},
+    "all": [[r.name, r.metrics.get("loss"), r.config] for r in grid],
+}))
+'''
+
+
+def test_tuner_runs_a_ray_script_as_a_sweep_with_its_code_shipped(
+    job_ns: str, s3: Any, tmp_path: Path, cluster: Any
+) -> None:
+    script = tmp_path / "tune_script.py"
+    script.write_text(textwrap.dedent(TUNER_SCRIPT))
+    storage = f"s3://{BUCKET}/tuner-{uuid.uuid4().hex[:8]}"
+    proc = subprocess.run(
+        [sys.executable, str(script), "quad", storage, job_ns],
+        cwd=tmp_path,
+        env=s3_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["n"] == 6  # 3 samples x 2 grid values
+    losses = [loss for _, loss, _ in out["all"] if loss is not None]
+    assert out["best"]["loss"] == min(losses)
+    assert out["best"]["config"]["offset"] == 0.0
+    sweep = json.loads(kubectl("-n", job_ns, "get", "tsw", "quad", "-o", "json").stdout)
+    assert sweep["status"]["phase"] == "Succeeded"
+    template = sweep["spec"]["jobTemplate"]["spec"]
+    assert "trainable" not in template and template["code"]["uri"].startswith(
+        f"{storage}/{job_ns}/quad/.kubetune/code/"
+    )
+    trial = json.loads(kubectl("-n", job_ns, "get", "tj", out["best"]["name"], "-o", "json").stdout)
+    assert trial["spec"]["code"]["uri"].startswith(f"{storage}/{job_ns}/{out['best']['name']}/")
+    assert trial["spec"]["code"]["sha256"] == template["code"]["sha256"]

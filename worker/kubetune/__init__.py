@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from kubetune import schedulers
 from kubetune.api import run
 from kubetune.checkpoint_dir import Checkpoint, TrainingResult
 from kubetune.errors import (
@@ -19,12 +20,25 @@ from kubetune.errors import (
 from kubetune.function import TuneContext, get_checkpoint, get_context, report
 from kubetune.outcome import RunResult
 from kubetune.policy import CheckpointConfig
+from kubetune.search import choice, grid_search, loguniform, quniform, randint, uniform
 from kubetune.stopping import FunctionStopper, Stopper
 from kubetune.trainable import StorageContext, Trainable, with_parameters
 
 # The client (kubetune.submit, kubetune.Job ...) imports the Kubernetes client:
 # loaded on first use, so a worker or a local run never pays for it.
-_CLIENT = ("ClusterError", "Job", "JobFailed", "NotFound", "WaitTimeout", "submit")
+_CLIENT = (
+    "ClusterError",
+    "Job",
+    "JobFailed",
+    "NotFound",
+    "ResultGrid",
+    "RunConfig",
+    "SweepFailed",
+    "TuneConfig",
+    "Tuner",
+    "WaitTimeout",
+    "submit",
+)
 
 
 def __getattr__(name: str) -> object:
@@ -47,19 +61,31 @@ __all__ = [
     "JobFailed",
     "KubetuneError",
     "NotFound",
+    "ResultGrid",
+    "RunConfig",
     "RunFailed",
     "RunResult",
     "Stopper",
     "StorageContext",
+    "SweepFailed",
     "Trainable",
     "TrainingResult",
+    "TuneConfig",
     "TuneContext",
+    "Tuner",
     "WaitTimeout",
     "__version__",
+    "choice",
     "get_checkpoint",
     "get_context",
+    "grid_search",
+    "loguniform",
+    "quniform",
+    "randint",
     "report",
     "run",
+    "schedulers",
     "submit",
+    "uniform",
     "with_parameters",
 ]

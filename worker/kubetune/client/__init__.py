@@ -13,5 +13,20 @@ from __future__ import annotations
 from kubetune.client.job import Job, JobFailed, WaitTimeout
 from kubetune.client.kube import ClusterError, Kube, NotFound
 from kubetune.client.submit import submit
+from kubetune.client.tuner import Result, ResultGrid, RunConfig, SweepFailed, TuneConfig, Tuner
 
-__all__ = ["ClusterError", "Job", "JobFailed", "Kube", "NotFound", "WaitTimeout", "submit"]
+__all__ = [
+    "ClusterError",
+    "Job",
+    "JobFailed",
+    "Kube",
+    "NotFound",
+    "Result",
+    "ResultGrid",
+    "RunConfig",
+    "SweepFailed",
+    "TuneConfig",
+    "Tuner",
+    "WaitTimeout",
+    "submit",
+]

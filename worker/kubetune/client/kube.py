@@ -12,6 +12,7 @@ from typing import Any, cast
 from kubetune.errors import KubetuneError
 
 GROUP, VERSION, PLURAL, KIND = "kubetune.io", "v1alpha1", "trainablejobs", "TrainableJob"
+SWEEPS = "trainablesweeps"
 LABEL_JOB = "kubetune.io/job"
 WORKER_CONTAINER = "worker"
 
@@ -128,16 +129,16 @@ class Kube:
         )  # fmt: skip
 
     def watch_job(
-        self, namespace: str, name: str, resource_version: str, timeout_s: int
+        self, namespace: str, name: str, resource_version: str, timeout_s: int, plural: str = PLURAL
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(type, body) events of one job from resource_version on, for at most
-        timeout_s; ends early (without error) when the server ends the watch."""
+        """(type, body) events of one job (or sweep) from resource_version on, for
+        at most timeout_s; ends early (without error) when the server ends the watch."""
         from kubernetes import watch
         from kubernetes.client.rest import ApiException
 
         stream = watch.Watch().stream(
             self._objects().list_namespaced_custom_object,
-            GROUP, VERSION, namespace, PLURAL,
+            GROUP, VERSION, namespace, plural,
             field_selector=f"metadata.name={name}",
             resource_version=resource_version,
             timeout_seconds=max(1, timeout_s),
@@ -147,8 +148,40 @@ class Kube:
                 yield str(event["type"]), cast(dict[str, Any], event["object"])
         except ApiException as exc:
             if exc.status != 410:  # 410: history gone; the caller reads afresh
-                what = f"watching TrainableJob {namespace}/{name}"
+                what = f"watching {plural} {namespace}/{name}"
                 raise ClusterError(f"{what}: {_message(exc)}") from None
+
+    # sweeps (kubetune.Tuner)
+
+    def create_sweep(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        return cast(
+            dict[str, Any],
+            self._call(
+                f"creating TrainableSweep {namespace}/{name}",
+                self._objects().create_namespaced_custom_object,
+                GROUP, VERSION, namespace, SWEEPS, body,
+            ),
+        )  # fmt: skip
+
+    def get_sweep(self, namespace: str, name: str) -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            self._call(
+                f"TrainableSweep {namespace}/{name}",
+                self._objects().get_namespaced_custom_object,
+                GROUP, VERSION, namespace, SWEEPS, name,
+            ),
+        )  # fmt: skip
+
+    def trials(self, namespace: str, sweep: str) -> list[dict[str, Any]]:
+        found = self._call(
+            f"trials of TrainableSweep {namespace}/{sweep}",
+            self._objects().list_namespaced_custom_object,
+            GROUP, VERSION, namespace, PLURAL,
+            label_selector=f"{GROUP}/sweep={sweep}",
+        )  # fmt: skip
+        return list(found.get("items") or [])
 
     # worker pods
 

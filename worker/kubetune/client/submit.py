@@ -88,7 +88,7 @@ def submit(
 
     reference = trainable if isinstance(trainable, str) else shipping.importable_name(trainable)
     if ship is True or (ship is None and reference is None):
-        spec["code"] = _upload(trainable, run_uri, endpoint_url)
+        spec["code"] = upload_code(trainable, run_uri, endpoint_url)
     elif reference is None:
         raise InvalidSettings(
             f"{trainable!r} cannot be named as MODULE:ATTR (defined in __main__, a "
@@ -100,8 +100,8 @@ def submit(
     optional = {
         "config": dict(config) if config is not None else None,
         "stop": dict(stop) if stop is not None else None,
-        "checkpoint": _checkpoint_spec(checkpoint),
-        "resources": _resources(resources),
+        "checkpoint": checkpoint_spec(checkpoint),
+        "resources": resources_spec(resources),
         "image": image,
         "template": dict(template) if template is not None else None,
         "maxFailures": max_failures,
@@ -125,7 +125,7 @@ def _default_name(trainable: Any) -> str:
     return f"{slug}-{uuid.uuid4().hex[:5]}"
 
 
-def _upload(trainable: Any, run_uri: str, endpoint_url: str | None) -> dict[str, str]:
+def upload_code(trainable: Any, run_uri: str, endpoint_url: str | None) -> dict[str, str]:
     from kubetune.storage import open_storage
 
     if isinstance(trainable, str):
@@ -149,7 +149,7 @@ def _upload(trainable: Any, run_uri: str, endpoint_url: str | None) -> dict[str,
     }
 
 
-def _checkpoint_spec(
+def checkpoint_spec(
     checkpoint: CheckpointConfig | Mapping[str, Any] | None,
 ) -> dict[str, Any] | None:
     if checkpoint is None:
@@ -163,7 +163,7 @@ def _checkpoint_spec(
     return dict(checkpoint)
 
 
-def _resources(resources: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def resources_spec(resources: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if resources is None:
         return None
     if set(resources) <= {"limits", "requests", "claims"}:
