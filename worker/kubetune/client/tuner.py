@@ -132,7 +132,15 @@ class Tuner:
         self.resources = resources
         self.image = image
         self.labels = dict(labels or {})
-        self.kube = Kube.connect(kubeconfig, context)
+        self._connection = (kubeconfig, context)
+        self._kube: Kube | None = None
+
+    @property
+    def kube(self) -> Kube:
+        """Connected on first use, so building the sweep needs no cluster."""
+        if self._kube is None:
+            self._kube = Kube.connect(*self._connection)
+        return self._kube
 
     def _metric_mode(self) -> tuple[str, str]:
         tc, sched = self.tune_config, self.tune_config.scheduler
