@@ -432,8 +432,22 @@ def test_describe_of_a_new_job_and_events_refused() -> None:
             None,
             "mnist  iter 12/30  Running  n=3  ckpt 10",
         ),
+        (
+            job(stop={"training_iteration": 30, "acc": 0.95, "missing": 1}),
+            None,
+            "mnist  iter 12/30  Running  acc=0.9  ckpt 10",
+        ),
     ],
-    ids=["bar", "plain", "no-target", "score-attribute", "new", "past-target", "first-numeric"],
+    ids=[
+        "bar",
+        "plain",
+        "no-target",
+        "score-attribute",
+        "new",
+        "past-target",
+        "first-numeric",
+        "stop-criterion",
+    ],
 )
 def test_progress_line(body: dict[str, Any], bar: int | None, line: str) -> None:
     assert progress_line(body, bar_width=bar) == line
@@ -737,3 +751,13 @@ def test_unreachable_cluster_is_one_line(
     err = capsys.readouterr().err
     assert err.startswith("error: the API server at 127.0.0.1:9 cannot be reached: ")
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_describe_orders_events_of_one_second_as_stored() -> None:
+    def event(reason: str, rv: str) -> dict[str, Any]:
+        return {"type": "Normal", "reason": reason, "lastTimestamp": stamp(5),
+                "metadata": {"resourceVersion": rv}}  # fmt: skip
+
+    text = render_describe(job(), [event("Succeeded", "12"), event("Committed", "9")], NOW)
+    reasons = [line.split()[1] for line in text.splitlines()[-2:]]
+    assert reasons == ["Committed", "Succeeded"]

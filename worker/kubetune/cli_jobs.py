@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -244,7 +245,9 @@ def run_command(args: argparse.Namespace) -> int:
         return fail(f"error: {exc}", protocol.EXIT_USAGE)
     except KubetuneError as exc:
         return fail(f"error: {exc}")
-    except BrokenPipeError:  # `kubetune logs x | head`
+    except BrokenPipeError:  # `kubetune logs x | head`: the reader has gone
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit fails no more
         return 0
     except KeyboardInterrupt:
         print(file=sys.stderr)

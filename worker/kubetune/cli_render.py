@@ -123,12 +123,17 @@ def stop_target(body: dict[str, Any]) -> int | None:
 
 
 def metric_of(body: dict[str, Any]) -> tuple[str, Any] | None:
-    """checkpoint.scoreAttribute when set, else the first numeric key of
-    lastResult that the trainable reported itself (not an auto-filled one)."""
+    """checkpoint.scoreAttribute when set; else the first stop criterion of the
+    trainable's own (not training_iteration); else the first numeric key of
+    lastResult (in the API server's order, alphabetical) that the trainable
+    reported itself (not an auto-filled one)."""
     result = status_of(body).get("lastResult") or {}
     score = (spec_of(body).get("checkpoint") or {}).get("scoreAttribute")
     if score:
         return (score, result[score]) if score in result else None
+    for key in spec_of(body).get("stop") or {}:
+        if key not in AUTO_FILLED_KEYS and _is_number(result.get(key)):
+            return key, result[key]
     for key, value in result.items():
         if key not in AUTO_FILLED_KEYS and _is_number(value):
             return key, value
@@ -263,11 +268,12 @@ def event_row(event: dict[str, Any], now: datetime) -> list[str]:
     ]
 
 
-def _event_time(event: dict[str, Any]) -> str:
+def _event_order(event: dict[str, Any]) -> tuple[str, int]:
+    """By time (to the second), then by the order the server stored them."""
     meta = event.get("metadata") or {}
-    return str(
-        event.get("lastTimestamp") or event.get("eventTime") or meta.get("creationTimestamp") or ""
-    )
+    when = event.get("lastTimestamp") or event.get("eventTime") or meta.get("creationTimestamp")
+    version = str(meta.get("resourceVersion") or "")
+    return str(when or ""), int(version) if version.isdigit() else 0
 
 
 def render_describe(
@@ -353,7 +359,7 @@ def render_describe(
     if events_error:
         lines.append(f"Events:  <cannot list them: {events_error}>")
     else:
-        ordered = sorted(events or [], key=_event_time)
+        ordered = sorted(events or [], key=_event_order)
         rows = [event_row(e, now) for e in ordered]
         lines += _section_table("Events", ["TYPE", "REASON", "AGE", "FROM", "MESSAGE"], rows)
     return "\n".join(lines)
