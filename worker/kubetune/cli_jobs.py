@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -266,18 +265,13 @@ def fail(line: str, code: int = EXIT_FAILED) -> int:
 
 
 def unreachable_line(exc: BaseException) -> str | None:
-    """urllib3's connection errors (the client lets them through): one line
-    naming the API server, else None."""
-    from urllib3.exceptions import HTTPError, MaxRetryError
+    """urllib3's connection errors that reach the command line (a dropped
+    watch): one line naming the API server, else None."""
+    from urllib3.exceptions import HTTPError
 
-    if not isinstance(exc, HTTPError):
-        return None
-    reason: Any = exc.reason if isinstance(exc, MaxRetryError) else exc
-    # drop urllib3's "HTTPSConnection(host=..., port=...): " or "<... object at 0x...>: "
-    text = re.sub(r"^(\w+\(.*?\)|<.*?>): ", "", str(reason))
-    pool = getattr(exc, "pool", None)
-    where = f" at {pool.host}:{pool.port}" if pool is not None else ""
-    return f"error: the API server{where} cannot be reached: {text}"
+    from kubetune.client.kube import unreachable
+
+    return f"error: {unreachable(exc)}" if isinstance(exc, HTTPError) else None
 
 
 def _connect(args: argparse.Namespace) -> tuple[Any, str]:

@@ -91,34 +91,41 @@ class Job:
         """Block until the job reaches `until` (a phase or a True condition) and
         return its status. A job that fails raises JobFailed with its reason and
         message (unless `until` is "Failed"); one that succeeds before reaching
-        `until` returns its final status."""
+        `until` returns its final status. One watch serves every change."""
         deadline = None if timeout is None else time.monotonic() + timeout
         body = self.get()
         while True:
-            phase = (body.get("status") or {}).get("phase")
-            if phase == "Failed" and until != "Failed":
-                raise JobFailed(self.name, *failure(body))
-            if reached(body, until):
-                return dict(body.get("status") or {})
-            if phase == "Succeeded":
-                return dict(body.get("status") or {})  # ran past `until`
+            done = self._settled(body, until)
+            if done is not None:
+                return done
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
+                phase = (body.get("status") or {}).get("phase")
                 raise WaitTimeout(
                     f"TrainableJob {self.name} is {phase or 'new'}, not {until}, "
                     f"after {timeout:.0f}s"
                 )
             renew = WATCH_RENEW_S if left is None else min(WATCH_RENEW_S, max(1, int(left)))
             rv = body["metadata"]["resourceVersion"]
-            changed = False
+            seen = False
             for kind, new in self.kube.watch_job(self.namespace, self.name, rv, renew):
                 if kind == "DELETED":
                     raise NotFound(f"TrainableJob {self.namespace}/{self.name} was deleted")
                 if kind in ("ADDED", "MODIFIED"):
-                    body, changed = new, True
-                    break
-            if not changed:
-                body = self.get()  # the watch ended: read afresh (also after a 410)
+                    body, seen = new, True
+                    if self._settled(body, until) is not None:
+                        break
+            if not seen:
+                body = self.get()  # the watch ended without news: read afresh (also after a 410)
+
+    def _settled(self, body: dict[str, Any], until: str) -> dict[str, Any] | None:
+        """The status once waiting is over; JobFailed for a failed job."""
+        status = dict(body.get("status") or {})
+        if status.get("phase") == "Failed" and until != "Failed":
+            raise JobFailed(self.name, *failure(body))
+        if reached(body, until) or status.get("phase") == "Succeeded":
+            return status
+        return None
 
     def suspend(self) -> None:
         """Checkpoint and stop the worker; `resume()` continues from the checkpoint."""

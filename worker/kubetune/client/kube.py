@@ -5,9 +5,12 @@ few calls the client makes on TrainableJobs and their worker pods."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
+
+import urllib3
 
 from kubetune.errors import KubetuneError
 
@@ -77,8 +80,8 @@ class Kube:
             if exc.status == 404:
                 raise NotFound(f"{what}: not found") from None
             raise ClusterError(f"{what}: {_message(exc)}") from None
-        except OSError as exc:  # urllib3's connection errors are OSErrors
-            raise ClusterError(f"{what}: the API server cannot be reached ({exc})") from None
+        except (OSError, urllib3.exceptions.HTTPError) as exc:  # refused, reset, retries spent
+            raise ClusterError(f"{unreachable(exc)} ({what})") from None
 
     # TrainableJobs
 
@@ -228,6 +231,16 @@ class Kube:
 
 class NotFound(ClusterError):
     """The object does not exist (any more)."""
+
+
+def unreachable(exc: BaseException) -> str:
+    """One line naming the API server a connection error could not reach."""
+    reason: Any = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+    # drop urllib3's "HTTPSConnection(host=..., port=...): " or "<... object at 0x...>: "
+    text = re.sub(r"^(\w+\(.*?\)|<.*?>): ", "", str(reason))
+    pool = getattr(exc, "pool", None)
+    where = f" at {pool.host}:{pool.port}" if pool is not None else ""
+    return f"the API server{where} cannot be reached: {text}"
 
 
 def _incluster_namespace() -> str:
