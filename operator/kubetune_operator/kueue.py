@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubetune_operator.conditions import set_condition
 from kubetune_operator.model import API_GROUP, LABEL_JOB, LABEL_JOB_UID, JobView, PodView
 
 GROUP = "kueue.x-k8s.io"
@@ -261,17 +262,7 @@ def _set(
     now: str,
     generation: int,
 ) -> list[dict[str, Any]]:
-    old = _condition(conditions, ctype)
-    transition = old.get("lastTransitionTime") if old and old.get("status") == status else now
-    new = {
-        "type": ctype,
-        "status": status,
-        "reason": reason,
-        "message": message[:32768],
-        "lastTransitionTime": transition or now,
-        "observedGeneration": generation,
-    }
-    return [c for c in conditions if c.get("type") != ctype] + [new]
+    return set_condition(conditions, ctype, status, reason, message, generation=generation, now=now)
 
 
 def cleared_status(body: dict[str, Any], now: str) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from kubetune_operator.sweep_plan import (
     build_trial,
     count,
     members,
+    template_view,
     trial_name,
 )
 from kubetune_operator.sweep_schedulers import Scheduler, SchedulerError, make_scheduler, validate
@@ -112,9 +113,7 @@ class SweepController:
             return None
 
         trials = [Trial.from_job(b) for b in self.cache.jobs_of_sweep(*key)]
-        template = JobView.from_body(
-            {"metadata": {"name": key[1], "namespace": key[0]}, "spec": spec["jobTemplate"]["spec"]}
-        )
+        template = template_view(body)
         creds = self.credentials(template)
         scheduler = make_scheduler(spec)
         notes: list[str] = []
@@ -266,9 +265,8 @@ class SweepController:
             restore_from=exploit["checkpoint"],
             annotations={ANN_EXPLOIT: json.dumps(exploit)},
         )
-        created = kube.create_job(body)
-        if created is not None:
-            self.cache.put_job(created)
+        key = (body["metadata"]["namespace"], sweep["metadata"]["name"])
+        self._create_trial(key, body, template_view(sweep))
         log.info(
             "[%s] PBT: %s continues from %s",
             body["metadata"]["name"],
@@ -344,10 +342,7 @@ class SweepController:
             if index in current:
                 continue
             body = build_trial(sweep, index, scheduler.config(index))
-            template = JobView.from_body(
-                {"metadata": sweep["metadata"], "spec": spec["jobTemplate"]["spec"]}
-            )
-            self._create_trial(key, body, template)
+            self._create_trial(key, body, template_view(sweep))
             room -= 1
 
     def _pause_all(self, namespace: str, current: dict[int, Trial], stopped: str = "") -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from kubetune.protocol import code_uri
 from kubetune_operator.conditions import set_condition
-from kubetune_operator.model import API_GROUP, API_VERSION, LABEL_SWEEP, Cond
+from kubetune_operator.model import API_GROUP, API_VERSION, LABEL_SWEEP, Cond, JobView
 
 LABEL_TRIAL = f"{API_GROUP}/sweep-trial"  # the trial's index in the sweep
 LABEL_GENERATION = f"{API_GROUP}/sweep-generation"  # PBT: 0, 1, ...
@@ -133,6 +133,13 @@ def members(trials: list[Trial]) -> dict[int, Trial]:
     for t in sorted(trials, key=lambda t: (t.index, t.generation)):
         out[t.index] = t
     return out
+
+
+def template_view(sweep: dict[str, Any]) -> JobView:
+    """The sweep's jobTemplate as a job named after the sweep (its storage and
+    Secret: what reading and writing the sweep's folder needs)."""
+    meta, spec = sweep["metadata"], sweep["spec"]["jobTemplate"]["spec"]
+    return JobView.from_body({"metadata": meta, "spec": spec})
 
 
 def build_trial(

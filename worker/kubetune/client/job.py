@@ -19,6 +19,9 @@ TERMINAL = ("Succeeded", "Failed")
 # A watch is renewed this often (and after the server ends it): bounds how long
 # a lost event could hide a change.
 WATCH_RENEW_S = 60
+# Following logs between attempts: the longest wait for a pod event before the
+# job's status is read again.
+POD_WAIT_S = 5
 
 
 class JobFailed(KubetuneError):
@@ -159,7 +162,8 @@ class Job:
         attempt never had a pod (e.g. suspended while queued); "end" when no
         later attempt will come (the job has ended, or we do not follow)."""
         while True:
-            pod = self.kube.pod(self.namespace, pod_name)
+            pods, rv = self.kube.job_pods(self.namespace, self.name)
+            pod = next((p for p in pods if p.metadata.name == pod_name), None)
             if pod is not None and (pod.status.phase != "Pending" or _has_started(pod)):
                 return "started"
             status = self.status()
@@ -168,7 +172,9 @@ class Job:
                 return "skip"
             if not follow or (status.get("phase") in TERMINAL and current <= attempt):
                 return "end" if pod is None or not follow else "started"
-            time.sleep(0.5)
+            # Wake at the next change of the job's pods; the job's own end is
+            # looked at again at least every POD_WAIT_S.
+            self.kube.await_pod_change(self.namespace, self.name, rv, POD_WAIT_S)
 
     # results and checkpoints
 

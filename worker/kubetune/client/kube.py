@@ -197,6 +197,44 @@ class Kube:
         )
         return list(found.items)
 
+    def job_pods(self, namespace: str, job: str) -> tuple[list[Any], str]:
+        """The job's worker pods and the resourceVersion of that listing."""
+        found = self._call(
+            f"pods of {namespace}/{job}",
+            self._core().list_namespaced_pod,
+            namespace,
+            label_selector=f"{LABEL_JOB}={job}",
+        )
+        return list(found.items), str(found.metadata.resource_version or "")
+
+    def await_pod_change(
+        self, namespace: str, job: str, resource_version: str, timeout_s: int
+    ) -> None:
+        """Returns at the first change of the job's pods after resource_version,
+        or after timeout_s (a watch, not a polling loop)."""
+        from kubernetes import watch
+        from kubernetes.client.rest import ApiException
+
+        watcher = watch.Watch()
+        stream = watcher.stream(
+            self._core().list_namespaced_pod,
+            namespace,
+            label_selector=f"{LABEL_JOB}={job}",
+            resource_version=resource_version,
+            timeout_seconds=max(1, timeout_s),
+        )
+        try:
+            for _ in stream:
+                return
+        except ApiException as exc:
+            if exc.status != 410:
+                raise ClusterError(f"watching pods of {namespace}/{job}: {_message(exc)}") from None
+        except (OSError, urllib3.exceptions.HTTPError):
+            return  # the caller reads afresh
+        finally:
+            watcher.stop()
+            stream.close()
+
     def pod(self, namespace: str, name: str) -> Any | None:
         try:
             return self._call(
