@@ -155,8 +155,11 @@ class SweepController:
 
         status.st["trials"] = count(current, total).as_dict()
         status.results(trials, current, spec)
-        if notes:
-            status.cond("MetricMissing", "True", "MetricMissing", "; ".join(notes)[:1024])
+        # Every trial found without the metric, in one stable message.
+        seen = self._memory.setdefault(key, {}).setdefault("notes", set())
+        seen.update(notes)
+        if seen:
+            status.cond("MetricMissing", "True", "MetricMissing", "; ".join(sorted(seen))[:1024])
         self._write_status(body, status.st)
         self._write_table(key, spec, template, creds, trials)
         return None
@@ -236,7 +239,7 @@ class SweepController:
             try:
                 made = scheduler.decide(trial, rows, seq)
             except SchedulerError as exc:
-                notes.append(f"{trial.name}: {exc}")
+                notes.append(f"{trial.name} {exc}")
                 continue
             if made is None:
                 continue

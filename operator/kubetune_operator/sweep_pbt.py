@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubetune_operator.sweep_plan import Trial
-from kubetune_operator.sweep_schedulers import Scheduler, SchedulerError, _settings
+from kubetune_operator.sweep_schedulers import Scheduler, SchedulerError, _settings, missing
 from kubetune_operator.sweeps.asha import MissingMetric
 from kubetune_operator.sweeps.pbt import Pbt
 
@@ -84,7 +84,7 @@ class PbtScheduler(Scheduler):
             try:
                 exploit = self._feed(trial, row)
             except MissingMetric as exc:
-                raise SchedulerError(str(exc)) from None
+                raise SchedulerError(missing(exc)) from None
             value = row[self.metric]
             if exploit is None:
                 return [seq, time, value, None], ""

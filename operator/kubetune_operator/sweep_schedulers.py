@@ -28,6 +28,11 @@ class SchedulerError(Exception):
     """A trial's results cannot be judged (e.g. the metric is missing)."""
 
 
+def missing(exc: MissingMetric) -> str:
+    """The words for a result without the key, the same wherever it is found."""
+    return f"never reported {exc.key!r} (its results have {exc.available})"
+
+
 def _settings(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     scheduler = spec.get("scheduler") or {}
     kind = str(scheduler.get("type") or "fifo")
@@ -148,7 +153,7 @@ class AshaScheduler(Scheduler):
             try:
                 action, milestone = self._feed(trial, row)
             except MissingMetric as exc:
-                raise SchedulerError(str(exc)) from None
+                raise SchedulerError(missing(exc)) from None
             if milestone is None:
                 continue  # at maxT the trial ends by its own stop
             value = row[self.metric]
@@ -209,7 +214,7 @@ class MedianScheduler(Scheduler):
                     )
                     return [seq, when, value, None], why
         except MissingMetric as exc:
-            raise SchedulerError(str(exc)) from None
+            raise SchedulerError(missing(exc)) from None
         return None
 
 

@@ -138,6 +138,14 @@ def test_asha_sweep_stops_weak_trials_at_the_first_rung(
     )
     assert sweep["status"]["best"]["value"] == pytest.approx(best)
     assert stopped and len(at_first_rung) >= 1
+    # The whole table is in S3 (status keeps only the top ten).
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    key = f"{prefix}/{job_ns}/asha/trials.json"
+    table = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert sorted(t["trial"] for t in table["trials"]) == sorted(
+        t["metadata"]["name"] for t in trials
+    )
+    assert len(sweep["status"]["top"]) == 10
     runtimes = sum((t["status"]["lastResult"] or {}).get("time_total_s", 0) for t in trials)
     after = request_counts()
     sweep_calls = {
