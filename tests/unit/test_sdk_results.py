@@ -15,7 +15,6 @@ import textwrap
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -327,20 +326,6 @@ def test_a_resume_that_is_already_done_drops_the_crashed_tail(tmp_path):
 
 
 # --- S3 ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def aws_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in (
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-        ("AWS_CONFIG_FILE", str(tmp_path / "no-config")),
-        ("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials")),
-    ):
-        monkeypatch.setenv(key, value)
-    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
 
 
 @pytest.fixture

@@ -21,16 +21,7 @@ RUN = f"s3://{BUCKET}/experiments/default/job-a"
 
 
 @pytest.fixture(autouse=True)
-def s3(tmp_path, monkeypatch) -> Iterator[Any]:
-    for key, value in (
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-        ("AWS_CONFIG_FILE", str(tmp_path / "no-config")),
-        ("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials")),
-    ):
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+def s3(aws_env, tmp_path, monkeypatch) -> Iterator[Any]:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     with mock_aws():

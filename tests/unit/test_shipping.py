@@ -476,16 +476,7 @@ def test_what_unpickles_must_be_a_trainable(run_uri):
 
 
 @pytest.fixture
-def s3(tmp_path, monkeypatch) -> Iterator[Any]:
-    for key, value in (
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-        ("AWS_CONFIG_FILE", str(tmp_path / "no-config")),
-        ("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials")),
-    ):
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+def s3(aws_env) -> Iterator[Any]:
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1")
         client.create_bucket(Bucket="ship")
