@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubetune_operator.conditions import set_condition
+from kubetune_operator.conditions import condition_is_true, get_condition, set_condition
 from kubetune_operator.model import API_GROUP, LABEL_JOB, LABEL_JOB_UID, JobView, PodView
 
 GROUP = "kueue.x-k8s.io"
@@ -63,15 +63,6 @@ def workload_name(job: JobView) -> str:
     return f"trainablejob-{job.name[:220]}-{job.uid[:8]}"
 
 
-def _condition(conditions: list[dict[str, Any]], ctype: str) -> dict[str, Any] | None:
-    return next((c for c in conditions if c.get("type") == ctype), None)
-
-
-def _is_true(conditions: list[dict[str, Any]], ctype: str) -> bool:
-    c = _condition(conditions, ctype)
-    return c is not None and c.get("status") == "True"
-
-
 @dataclass(frozen=True)
 class WorkloadView:
     """What the operator reads from a job's Workload."""
@@ -98,8 +89,8 @@ class WorkloadView:
         spec = body.get("spec") or {}
         status = body.get("status") or {}
         conds = status.get("conditions") or []
-        evicted = _condition(conds, EVICTED) if _is_true(conds, EVICTED) else None
-        reserved = _condition(conds, QUOTA_RESERVED) or {}
+        evicted = get_condition(conds, EVICTED) if condition_is_true(conds, EVICTED) else None
+        reserved = get_condition(conds, QUOTA_RESERVED) or {}
         admission = status.get("admission") or {}
         assignment: dict[str, Any] = next(
             (a for a in admission.get("podSetAssignments") or [] if a.get("name") == POD_SET),
@@ -118,8 +109,8 @@ class WorkloadView:
             spec_hash=(meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION) or "",
             deleting=bool(meta.get("deletionTimestamp")),
             quota_reserved=reserved.get("status") == "True",
-            admitted=_is_true(conds, ADMITTED),
-            finished=_is_true(conds, FINISHED),
+            admitted=condition_is_true(conds, ADMITTED),
+            finished=condition_is_true(conds, FINISHED),
             evicted_reason=(evicted or {}).get("reason") or "",
             evicted_message=(evicted or {}).get("message") or "",
             waiting_reason=reserved.get("reason") or ""
@@ -253,18 +244,6 @@ def build_workload(job: JobView, pod: dict[str, Any], priority: int | None) -> d
     }
 
 
-def _set(
-    conditions: list[dict[str, Any]],
-    ctype: str,
-    status: str,
-    reason: str,
-    message: str,
-    now: str,
-    generation: int,
-) -> list[dict[str, Any]]:
-    return set_condition(conditions, ctype, status, reason, message, generation=generation, now=now)
-
-
 def cleared_status(body: dict[str, Any], now: str) -> dict[str, Any]:
     """The Workload's status once its evicted worker is gone, as Kueue's own
     integrations write it: quota and admission given back, and Requeued=True
@@ -272,15 +251,17 @@ def cleared_status(body: dict[str, Any], now: str) -> dict[str, Any]:
     status = copy.deepcopy(body.get("status") or {})
     gen = int((body.get("metadata") or {}).get("generation") or 0)
     conds = status.get("conditions") or []
-    evicted = _condition(conds, EVICTED) or {}
+    evicted = get_condition(conds, EVICTED) or {}
     reason, message = evicted.get("reason") or "Pending", evicted.get("message") or ""
-    conds = _set(
-        conds, REQUEUED, "True" if reason in REQUEUE_REASONS else "False", reason, message, now, gen
+    requeued = "True" if reason in REQUEUE_REASONS else "False"
+    conds = set_condition(conds, REQUEUED, requeued, reason, message, generation=gen, now=now)
+    conds = set_condition(
+        conds, QUOTA_RESERVED, "False", "Pending", message, generation=gen, now=now
     )
-    conds = _set(conds, QUOTA_RESERVED, "False", "Pending", message, now, gen)
-    if _condition(conds, ADMITTED) is not None:
-        conds = _set(
-            conds, ADMITTED, "False", "NoReservation", "The workload has no reservation", now, gen
+    if get_condition(conds, ADMITTED) is not None:
+        no_quota = "The workload has no reservation"
+        conds = set_condition(
+            conds, ADMITTED, "False", "NoReservation", no_quota, generation=gen, now=now
         )
     status["conditions"] = conds
     status.pop("admission", None)
@@ -293,8 +274,8 @@ def finished_status(
     status = copy.deepcopy(body.get("status") or {})
     gen = int((body.get("metadata") or {}).get("generation") or 0)
     reason = "Succeeded" if succeeded else "Failed"
-    status["conditions"] = _set(
-        status.get("conditions") or [], FINISHED, "True", reason, message, now, gen
+    status["conditions"] = set_condition(
+        status.get("conditions") or [], FINISHED, "True", reason, message, generation=gen, now=now
     )
     return status
 

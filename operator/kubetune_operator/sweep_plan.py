@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubetune.protocol import code_uri
-from kubetune_operator.conditions import set_condition
+from kubetune_operator.conditions import get_condition, set_condition
 from kubetune_operator.model import API_GROUP, API_VERSION, LABEL_SWEEP, Cond, JobView
 
 LABEL_TRIAL = f"{API_GROUP}/sweep-trial"  # the trial's index in the sweep
@@ -69,8 +69,7 @@ class Trial:
         ann = meta.get("annotations") or {}
         spec = body.get("spec") or {}
         st = body.get("status") or {}
-        conds = st.get("conditions") or []
-        failed: dict[str, Any] = next((c for c in conds if c.get("type") == "Failed"), {})
+        failed = get_condition(st.get("conditions") or [], Cond.FAILED) or {}
         return cls(
             name=meta.get("name") or "",
             index=int(labels.get(LABEL_TRIAL) or 0),
