@@ -91,25 +91,31 @@ def get_job(namespace: str, name: str) -> dict[str, Any] | None:
         raise
 
 
-def replace_status(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-    """Write status in one call, guarded by the resourceVersion that was read, so
-    a decision made from a stale read is never written. Returns the new body."""
+def replace_status(
+    body: dict[str, Any],
+    status: dict[str, Any],
+    group: str = API_GROUP,
+    version: str = API_VERSION,
+    plural: str = PLURAL,
+) -> dict[str, Any]:
+    """Write an object's status in one call, guarded by the resourceVersion that
+    was read, so a decision made from a stale read is never written; Conflict
+    otherwise. Returns the new body. TrainableJobs unless told another kind
+    (TrainableSweeps, Kueue's Workloads)."""
     meta = body["metadata"]
-    new_body = dict(body)
-    new_body["status"] = status
     objects = kubernetes.client.CustomObjectsApi(api())
     try:
-        with _counted("update", f"{PLURAL}/status"):
+        with _counted("update", f"{plural}/status"):
             return cast(
                 dict[str, Any],
                 _raw(
                     objects.replace_namespaced_custom_object_status(
-                        API_GROUP,
-                        API_VERSION,
+                        group,
+                        version,
                         meta["namespace"],
-                        PLURAL,
+                        plural,
                         meta["name"],
-                        new_body,
+                        {**body, "status": status},
                         _preload_content=False,
                     )
                 ),
@@ -348,26 +354,7 @@ def set_workload_active(body: dict[str, Any], active: bool) -> dict[str, Any]:
 
 
 def replace_workload_status(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-    """The Workload's status in one call, guarded by its resourceVersion; the new body."""
-    meta = body["metadata"]
-    objects = kubernetes.client.CustomObjectsApi(api())
-    try:
-        with _counted("update", f"{kueue.WORKLOADS}/status"):
-            return _raw(
-                objects.replace_namespaced_custom_object_status(
-                    kueue.GROUP,
-                    kueue.VERSION,
-                    meta["namespace"],
-                    kueue.WORKLOADS,
-                    meta["name"],
-                    {**body, "status": status},
-                    _preload_content=False,
-                )
-            )
-    except ApiException as exc:
-        if exc.status in (404, 409):
-            raise Conflict(f"Workload {meta['name']} changed: {exc.reason}") from exc
-        raise
+    return replace_status(body, status, kueue.GROUP, kueue.VERSION, kueue.WORKLOADS)
 
 
 def job_has_pods(namespace: str, job_uid: str) -> bool:
@@ -430,21 +417,4 @@ def patch_job(namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any
 
 
 def replace_sweep_status(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-    """The sweep's status in one call, guarded by its resourceVersion."""
-    meta = body["metadata"]
-    objects = kubernetes.client.CustomObjectsApi(api())
-    try:
-        with _counted("update", f"{SWEEPS}/status"):
-            return cast(
-                dict[str, Any],
-                _raw(
-                    objects.replace_namespaced_custom_object_status(
-                        API_GROUP, API_VERSION, meta["namespace"], SWEEPS, meta["name"],
-                        {**body, "status": status}, _preload_content=False,
-                    )
-                ),
-            )  # fmt: skip
-    except ApiException as exc:
-        if exc.status in (404, 409):
-            raise Conflict(f"{meta['namespace']}/{meta['name']} changed: {exc.reason}") from exc
-        raise
+    return replace_status(body, status, plural=SWEEPS)
