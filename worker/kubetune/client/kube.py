@@ -85,26 +85,33 @@ class Kube:
 
     # TrainableJobs
 
-    def create_job(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        name = body["metadata"]["name"]
+    def _create(
+        self, kind: str, plural: str, namespace: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
         return cast(
             dict[str, Any],
             self._call(
-                f"creating TrainableJob {namespace}/{name}",
+                f"creating {kind} {namespace}/{body['metadata']['name']}",
                 self._objects().create_namespaced_custom_object,
-                GROUP, VERSION, namespace, PLURAL, body,
+                GROUP, VERSION, namespace, plural, body,
             ),
         )  # fmt: skip
 
-    def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+    def _get(self, kind: str, plural: str, namespace: str, name: str) -> dict[str, Any]:
         return cast(
             dict[str, Any],
             self._call(
-                f"TrainableJob {namespace}/{name}",
+                f"{kind} {namespace}/{name}",
                 self._objects().get_namespaced_custom_object,
-                GROUP, VERSION, namespace, PLURAL, name,
+                GROUP, VERSION, namespace, plural, name,
             ),
         )  # fmt: skip
+
+    def create_job(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._create(KIND, PLURAL, namespace, body)
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._get(KIND, PLURAL, namespace, name)
 
     def list_jobs(self, namespace: str) -> list[dict[str, Any]]:
         found = self._call(
@@ -157,25 +164,10 @@ class Kube:
     # sweeps (kubetune.Tuner)
 
     def create_sweep(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        name = body["metadata"]["name"]
-        return cast(
-            dict[str, Any],
-            self._call(
-                f"creating TrainableSweep {namespace}/{name}",
-                self._objects().create_namespaced_custom_object,
-                GROUP, VERSION, namespace, SWEEPS, body,
-            ),
-        )  # fmt: skip
+        return self._create("TrainableSweep", SWEEPS, namespace, body)
 
     def get_sweep(self, namespace: str, name: str) -> dict[str, Any]:
-        return cast(
-            dict[str, Any],
-            self._call(
-                f"TrainableSweep {namespace}/{name}",
-                self._objects().get_namespaced_custom_object,
-                GROUP, VERSION, namespace, SWEEPS, name,
-            ),
-        )  # fmt: skip
+        return self._get("TrainableSweep", SWEEPS, namespace, name)
 
     def trials(self, namespace: str, sweep: str) -> list[dict[str, Any]]:
         found = self._call(
@@ -187,15 +179,6 @@ class Kube:
         return list(found.get("items") or [])
 
     # worker pods
-
-    def worker_pods(self, namespace: str, job: str) -> list[Any]:
-        found = self._call(
-            f"pods of {namespace}/{job}",
-            self._core().list_namespaced_pod,
-            namespace,
-            label_selector=f"{LABEL_JOB}={job}",
-        )
-        return list(found.items)
 
     def job_pods(self, namespace: str, job: str) -> tuple[list[Any], str]:
         """The job's worker pods and the resourceVersion of that listing."""
@@ -234,14 +217,6 @@ class Kube:
         finally:
             watcher.stop()
             stream.close()
-
-    def pod(self, namespace: str, name: str) -> Any | None:
-        try:
-            return self._call(
-                f"pod {namespace}/{name}", self._core().read_namespaced_pod, name, namespace
-            )
-        except NotFound:
-            return None
 
     def pod_log_lines(self, namespace: str, pod: str, follow: bool) -> Iterator[str]:
         """The worker container's log, line by line; with follow, until it ends."""
