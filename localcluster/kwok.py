@@ -32,9 +32,7 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import ssl
-import subprocess
 import sys
 import time
 import urllib.error
@@ -45,6 +43,7 @@ from typing import Any
 
 import yaml
 
+from localcluster.artifacts import SetupError, build_tool
 from localcluster.config import Layout
 from localcluster.procs import recorded_pid, spawn, stop_group
 
@@ -420,19 +419,10 @@ class _Api:
 
 
 def ensure_built(lay: Layout) -> Path:
-    binary = kwok_bin(lay)
-    if binary.is_file():
-        return binary
-    if shutil.which("go") is None:
-        raise SystemExit(
-            f"error: kwok {KWOK_VERSION} is not built and the Go toolchain is missing: "
-            "install Go >= 1.26 and run `bash localcluster/build.sh kwok`"
-        )
-    print(f"building kwok {KWOK_VERSION} into {binary.parent} (about 3 min)...", flush=True)
-    result = subprocess.run(["bash", str(lay.build_script), "kwok"], check=False)
-    if result.returncode != 0 or not binary.is_file():
-        raise SystemExit(f"error: building kwok failed (exit {result.returncode}): see above")
-    return binary
+    try:
+        return build_tool(lay, "kwok", kwok_bin(lay), f"kwok {KWOK_VERSION}", "1.26", 3)
+    except SetupError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 def _ready_nodes(api: _Api) -> set[str]:
