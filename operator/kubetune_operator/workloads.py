@@ -81,7 +81,11 @@ class WorkloadSync:
             )
             terminal = (st.get("phase") == Phase.SUCCEEDED.value, finished.get("message") or "")
         view = WorkloadView.from_body(workload) if workload is not None else None
-        desired_hash = kueue.spec_hash(self._desired(job, None)["spec"])
+        # The pod set matters only while the Workload holds no quota (it is then
+        # made again if it changed): a running job's reconciles skip building it.
+        desired_hash = ""
+        if view is not None and not view.quota_reserved and not view.finished:
+            desired_hash = kueue.spec_hash(self._desired(job, None)["spec"])
         plan = kueue.plan_workload(job, view, desired_hash, pods, terminal)
         if plan.empty:
             return None
