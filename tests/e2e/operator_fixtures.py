@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -305,10 +306,19 @@ def time_checkpoint_upload(run_uri: str, size_mib: int) -> float:
 
 
 def request_counts(port: int = METRICS_PORT) -> dict[str, float]:
-    """The operator's API and S3 request counters, by series."""
+    """The operator's API and S3 request counters, by series (waiting up to 60 s
+    for an operator that was just started to serve them)."""
     url = f"http://127.0.0.1:{port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        text = resp.read().decode()
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                text = resp.read().decode()
+            break
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     counts = {}
     for line in text.splitlines():
         m = re.match(r"(kubetune_(?:api|s3)_requests_total\{[^}]*\}) (\S+)", line)
