@@ -42,9 +42,11 @@ SECRET = "s3-credentials"
 # Namespaces the chart-installed operator owns; the test operator process skips them.
 HELM_NAMESPACE_PREFIX = "kubetune-helm-"
 # The test operator's endpoints (pods are local processes: 127.0.0.1 reaches it),
-# away from the defaults a demo or benchmark operator uses.
-PROGRESS_PORT = 18470
-METRICS_PORT = 18471
+# away from the defaults a demo or benchmark operator uses; moved with the
+# cluster's ports (KUBETUNE_PORT_OFFSET) so a second cluster's tests can run beside.
+PORT_OFFSET = int(os.environ.get("KUBETUNE_PORT_OFFSET") or "0")
+PROGRESS_PORT = 18470 + PORT_OFFSET
+METRICS_PORT = 18471 + PORT_OFFSET
 # The Kueue tests' namespaces (named after the tests, test_kueue_*) have an
 # operator of their own, started with --kueue (tests/e2e/test_kueue.py).
 KUEUE_NAMESPACE_PREFIX = "test-kueue-"

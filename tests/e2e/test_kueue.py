@@ -20,6 +20,7 @@ import pytest
 import yaml
 from operator_fixtures import (
     KUEUE_NAMESPACE_PREFIX,
+    PORT_OFFSET,
     REPO,
     OperatorProcess,
     apply,
@@ -49,7 +50,7 @@ GROUP, VERSION = "kueue.x-k8s.io", "v1beta2"
 QUEUE = "team-a"
 EXAMPLE = REPO / "examples" / "kueue" / "queues.yaml"
 GPU_NODES = ("kt-gpu1", "kt-gpu2")
-KUEUE_METRICS_PORT = 18481
+KUEUE_METRICS_PORT = 18481 + PORT_OFFSET
 QUIET_S = 10
 
 
@@ -75,7 +76,7 @@ def kueue_operator(crd_installed: None, kueue_lay: Layout) -> Iterator[OperatorP
     op = OperatorProcess(
         logs / "operator-kueue-e2e.log",
         namespaces=f"{KUEUE_NAMESPACE_PREFIX}*",
-        ports=(18480, KUEUE_METRICS_PORT),
+        ports=(18480 + PORT_OFFSET, KUEUE_METRICS_PORT),
         extra_args=("--kueue",),
     )
     op.start()
