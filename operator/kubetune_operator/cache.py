@@ -41,6 +41,12 @@ def compact_body(body: dict[str, Any]) -> bytes:
     return orjson.dumps({**body, "metadata": meta})
 
 
+def phase_of(body: dict[str, Any]) -> str:
+    """The phase a job counts under: a job whose status the operator has not
+    written yet counts as Pending, which is what that first write says."""
+    return str((body.get("status") or {}).get("phase") or "Pending")
+
+
 def _revision(body: dict[str, Any]) -> int | None:
     try:
         return int((body.get("metadata") or {}).get("resourceVersion") or "")
@@ -81,6 +87,10 @@ class ClusterCache:
         self._jobs: dict[JobKey, bytes] = {}
         self._revisions: dict[JobKey, int] = {}
         self._uids: dict[JobKey, str] = {}
+        # Jobs by (namespace, phase), kept as jobs change, so the metrics
+        # endpoint reads them without a pass over every job.
+        self._phases: dict[JobKey, str] = {}
+        self._phase_counts: dict[tuple[str, str], int] = {}
         self._pods: dict[str, WorkerPod] = {}  # by pod uid
         self._pods_by_job: dict[str, set[str]] = {}  # job uid -> pod uids
         self._sweeps: dict[JobKey, bytes] = {}  # TrainableSweeps
@@ -106,6 +116,7 @@ class ClusterCache:
                     return key
             self._jobs[key] = data
             self._uids[key] = uid
+            self._count_phase(key, phase_of(body))
             sweep = ((body.get("metadata") or {}).get("labels") or {}).get(LABEL_SWEEP)
             if sweep:
                 self._sweep_jobs.setdefault((key[0], sweep), set()).add(key[1])
@@ -123,6 +134,7 @@ class ClusterCache:
             self._jobs.pop(key, None)
             self._uids.pop(key, None)
             self._revisions.pop(key, None)
+            self._count_phase(key, None)
 
     def job(self, key: JobKey) -> dict[str, Any] | None:
         with self._lock:
@@ -140,6 +152,20 @@ class ClusterCache:
     def job_count(self) -> int:
         with self._lock:
             return len(self._jobs)
+
+    def phase_counts(self) -> dict[tuple[str, str], int]:
+        """Jobs by (namespace, phase); namespaces and phases with none left out."""
+        with self._lock:
+            return {k: n for k, n in self._phase_counts.items() if n}
+
+    def _count_phase(self, key: JobKey, phase: str | None) -> None:
+        """Move `key` to `phase` in the counts (None: the job is gone). Holds the lock."""
+        old = self._phases.pop(key, None)
+        if old is not None:
+            self._phase_counts[(key[0], old)] -= 1
+        if phase is not None:
+            self._phases[key] = phase
+            self._phase_counts[(key[0], phase)] = self._phase_counts.get((key[0], phase), 0) + 1
 
     # pods
 

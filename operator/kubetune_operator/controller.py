@@ -23,12 +23,12 @@ from kubetune_operator import kube, storageio
 from kubetune_operator.cache import ClusterCache, JobKey
 from kubetune_operator.kueue import QueueGate
 from kubetune_operator.metrics import (
-    JOBS_CACHED,
-    QUEUE_DEPTH,
+    RECONCILE_RETRIES,
     RECONCILE_SECONDS,
     RECONCILES,
     REPORT_TO_STATUS_SECONDS,
     STATUS_WRITES,
+    record_status_change,
 )
 from kubetune_operator.model import JobView, Phase, PodView, Progress, is_terminal
 from kubetune_operator.podspec import PodSettings, build_worker_pod
@@ -112,6 +112,7 @@ class Controller:
             except Exception as exc:  # never let one job stop a reconcile thread
                 delay = self.queue.retry_later(key)
                 RECONCILES.labels("error").inc()
+                RECONCILE_RETRIES.labels("error").inc()
                 log.warning("[%s/%s] reconcile failed, retrying in %.1fs: %s", *key, delay, exc)
             else:
                 self.queue.forget(key)
@@ -121,15 +122,12 @@ class Controller:
             finally:
                 self.queue.done(key)
                 RECONCILE_SECONDS.observe(time.monotonic() - started)
-                QUEUE_DEPTH.set(self.queue.depth())
 
     def _resync(self) -> None:
         # The backstop for anything missed: a pass over the cache, which costs
         # no API request for a job whose decision does not change.
         while not self._stop.wait(self.settings.resync_s):
-            keys = self.cache.job_keys()
-            JOBS_CACHED.set(len(keys))
-            for key in keys:
+            for key in self.cache.job_keys():
                 self.queue.add(key)
 
     # progress reports
@@ -192,9 +190,11 @@ class Controller:
                 written = kube.replace_status(body, decision.status)
             except kube.Conflict as exc:
                 log.info("[%s/%s] status not written, deciding again: %s", *key, exc)
+                RECONCILE_RETRIES.labels("conflict").inc()
                 self._refresh(key)
                 return 0.0
             STATUS_WRITES.inc()
+            record_status_change(job.namespace, job.status, decision.status)
             self.cache.put_job(written)
             self._note_progress_written(key, job.uid)
             if decision.status.get("phase") != phase:
@@ -323,6 +323,7 @@ class Controller:
         except kube.Conflict:
             return  # the next reconcile builds the pod again and gets the same refusal
         STATUS_WRITES.inc()
+        record_status_change(job.namespace, body.get("status") or {}, decision.status)
         self.cache.put_job(written)
         for etype, reason, text in decision.events:
             kube.post_event(body, etype, reason, text)

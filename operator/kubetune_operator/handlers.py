@@ -25,7 +25,7 @@ from kubetune.protocol import PROGRESS_AUDIENCE
 from kubetune_operator import kube, kueue
 from kubetune_operator.cache import WorkerPod, job_key
 from kubetune_operator.controller import Controller, ControllerSettings
-from kubetune_operator.metrics import JOBS_CACHED
+from kubetune_operator.metrics import JOBS, JOBS_CACHED, QUEUE_DEPTH
 from kubetune_operator.model import API_GROUP, API_VERSION, LABEL_JOB_UID, LABEL_SWEEP, PLURAL
 from kubetune_operator.podspec import PodSettings
 from kubetune_operator.progress_api import PATH, ProgressReceiver
@@ -95,6 +95,11 @@ SWEEPS = SweepController(CONTROLLER.cache, CONTROLLER.credentials)
 # this many seconds for them (state changes of a trial go at once).
 SWEEP_COALESCE_S = 2.0
 _runners: list[web.AppRunner] = []
+# Gauges read at scrape time from what the operator keeps anyway: O(1), or
+# O(namespaces x phases) for the jobs by phase (counted as jobs change).
+JOBS.watch(CONTROLLER.cache.phase_counts)
+JOBS_CACHED.set_function(CONTROLLER.cache.job_count)
+QUEUE_DEPTH.set_function(CONTROLLER.queue.depth)
 
 
 @kopf.on.startup()
@@ -145,7 +150,6 @@ async def _start_site(app: web.Application, listen: str) -> None:
 
 
 async def _metrics(_: web.Request) -> web.Response:
-    JOBS_CACHED.set(CONTROLLER.cache.job_count())
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
