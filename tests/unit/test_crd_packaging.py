@@ -79,7 +79,7 @@ def test_chart_metadata_matches_the_project() -> None:
     chart = yaml.safe_load((ROOT / "charts/kubetune/Chart.yaml").read_text(encoding="utf-8"))
     assert chart["apiVersion"] == "v2"
     assert chart["name"] == "kubetune"
-    assert chart["version"] == "0.1.0"
+    assert chart["version"] == "0.2.0"
     assert chart["appVersion"] == importlib.metadata.version("kubetune")
 
 
