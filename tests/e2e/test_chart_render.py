@@ -8,6 +8,7 @@ after an intended change, then review the diff.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -34,9 +35,16 @@ def helm(*args: str) -> str:
 
 
 def render(
-    *sets: str, namespace: str = RELEASE_NS, crds: bool = False, release: str = RELEASE
+    *sets: str,
+    namespace: str = RELEASE_NS,
+    crds: bool = False,
+    release: str = RELEASE,
+    tests: bool = False,
 ) -> str:
+    """`helm template`; `helm test`'s hooks only when asked (they are no part
+    of what `helm install` creates)."""
     flags = [f"--set={s}" for s in sets] + (["--include-crds"] if crds else [])
+    flags += [] if tests else ["--skip-tests"]
     return helm("template", release, str(CHART), "--namespace", namespace, *flags)
 
 
@@ -236,3 +244,144 @@ def test_operator_account_can_do_its_job_and_no_more(cluster: Any, namespace: st
         assert [d for d in denied if can(*d)] == []
     finally:
         cluster.kubectl("delete", "--ignore-not-found", "-f", "-", input=rbac, check=False)
+
+
+SERVICE_MONITOR_CRD = Path(__file__).parent / "fixtures" / "servicemonitor-crd.yaml"
+DASHBOARD = CHART / "dashboards" / "kubetune.json"
+
+
+def kinds(docs: list[dict[str, Any]]) -> list[str]:
+    return [d["kind"] for d in docs]
+
+
+def test_metrics_service_and_optional_service_monitor() -> None:
+    docs = documents(render())
+    assert "ServiceMonitor" not in kinds(docs)
+    (service,) = [d for d in docs if d["kind"] == "Service"]
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert ports["metrics"]["port"] == 8471 and ports["metrics"]["targetPort"] == "metrics"
+
+    docs = documents(
+        render(
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.serviceMonitor.labels.release=prometheus",
+            "metrics.serviceMonitor.interval=1m",
+        )
+    )
+    (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    (service,) = [d for d in docs if d["kind"] == "Service"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    spec = monitor["spec"]
+    # It selects the chart's Service (and only it) and scrapes its `metrics` port.
+    selector = spec["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert selector["app.kubernetes.io/instance"] == RELEASE
+    assert spec["namespaceSelector"] == {"matchNames": [RELEASE_NS]}
+    assert spec["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "1m", "scrapeTimeout": "10s"}
+    ]
+    assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_dashboard_configmap_carries_the_dashboard_file() -> None:
+    assert "ConfigMap" not in kinds(documents(render()))
+    docs = documents(render("metrics.dashboard.enabled=true"))
+    (config_map,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(config_map["data"]["kubetune.json"]) == json.loads(DASHBOARD.read_text())
+    docs = documents(
+        render(
+            "metrics.dashboard.enabled=true",
+            "metrics.dashboard.namespace=monitoring",
+            "metrics.dashboard.annotations.grafana_folder=kubetune",
+        )
+    )
+    (config_map,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert config_map["metadata"]["namespace"] == "monitoring"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "kubetune"}
+
+
+@pytest.mark.parametrize(
+    ("flag", "field", "why"),
+    [
+        ("--set-string=metrics.port=http", "/metrics/port", "want integer"),
+        ("--set=metrics.serviceMonitor.enabled=yes", "/metrics/serviceMonitor/enabled", "boolean"),
+        ("--set=metrics.serviceMonitor.enabeld=true", "/metrics/serviceMonitor", "'enabeld'"),
+        ("--set=metrics.serviceMonitor.interval=30 seconds", "/metrics/serviceMonitor/interval",
+         "pattern"),
+        ("--set=helmTest.storage.uri=/var/data", "/helmTest/storage/uri", "pattern"),
+        ("--set=helmTest.timeoutSeconds=5", "/helmTest/timeoutSeconds", "minimum"),
+    ],
+    ids=["port-type", "enabled-type", "typo", "duration", "s3-uri", "timeout"],
+)  # fmt: skip
+def test_schema_refuses_bad_values_naming_the_field(flag: str, field: str, why: str) -> None:
+    if not HELM.exists():
+        pytest.skip(f"helm not found at {HELM}: run make cluster-up (or set HELM)")
+    proc = subprocess.run(
+        [str(HELM), "template", "t", str(CHART), flag], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode != 0, f"{flag} was accepted"
+    assert f"at '{field}'" in proc.stderr and why in proc.stderr, proc.stderr
+
+
+def test_helm_test_pod_has_only_the_rights_it_needs() -> None:
+    assert not [d for d in documents(render()) if d["kind"] == "Pod"]
+    docs = documents(
+        render("helmTest.storage.uri=s3://bucket/prefix", "helmTest.namespace=jobs", tests=True)
+    )
+    hooks = [d for d in docs if (d["metadata"].get("annotations") or {}).get("helm.sh/hook")]
+    assert sorted(kinds(hooks)) == ["Pod", "Role", "RoleBinding", "ServiceAccount"]
+    for hook in hooks:
+        annotations = hook["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "test"
+        # Removed once it passed, kept for `kubectl logs` when it failed.
+        assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+        assert hook["metadata"]["namespace"] == "jobs"
+    assert rules_of(hooks, "Role") == {
+        ("kubetune.io", "trainablejobs"): {"get", "list", "watch", "create", "delete"}
+    }
+    (pod,) = [d for d in hooks if d["kind"] == "Pod"]
+    (account,) = [d for d in hooks if d["kind"] == "ServiceAccount"]
+    assert pod["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    assert pod["spec"]["restartPolicy"] == "Never"
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    assert env["STORAGE_URI"] == "s3://bucket/prefix" and env["JOB_NAMESPACE"] == "jobs"
+    # The hooks are not part of the release's own objects.
+    assert not [d for d in docs if d["kind"] == "Role" and d not in hooks]
+
+
+def test_server_accepts_the_service_monitor_and_dashboard(cluster: Any, namespace: str) -> None:
+    cluster.kubectl("apply", "--server-side", "-f", str(SERVICE_MONITOR_CRD))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/servicemonitors.monitoring.coreos.com",
+        "--timeout=60s",
+    )  # fmt: skip
+    try:
+        text = render(
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.serviceMonitor.labels.release=prometheus",
+            "metrics.dashboard.enabled=true",
+            f"watchNamespaces={{{namespace}}}",
+            namespace=namespace,
+        )
+        # Created for real (not a dry run): the API server keeps what it accepted.
+        extra = [d for d in documents(text) if d["kind"] in ("ServiceMonitor", "ConfigMap")]
+        assert sorted(kinds(extra)) == ["ConfigMap", "ServiceMonitor"]
+        body = "\n---\n".join(yaml.safe_dump(d) for d in extra)
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=body)
+        got = json.loads(
+            cluster.kubectl("-n", namespace, "get", "servicemonitor", "-o", "json").stdout
+        )
+        (monitor,) = got["items"]
+        assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+        # A misspelt field is refused by the server, so the check above means something.
+        (bad,) = [d for d in extra if d["kind"] == "ServiceMonitor"]
+        bad["spec"]["endpoints"][0]["intervall"] = "30s"
+        bad["metadata"]["name"] = "misspelt"
+        proc = cluster.kubectl(
+            "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(bad), check=False
+        )
+        assert proc.returncode != 0 and "intervall" in proc.stderr, proc.stderr
+    finally:
+        cluster.kubectl("delete", "--ignore-not-found", "-f", str(SERVICE_MONITOR_CRD), check=False)
