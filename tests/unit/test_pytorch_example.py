@@ -91,6 +91,7 @@ def test_unknown_device_names_the_choices() -> None:
 
 # --- with torch installed --------------------------------------------------------
 
+NO_TORCH = "the PyTorch example needs torch: pip install -e '.[examples]'"
 # Small and single-threaded: a few milliseconds per iteration, same floats every run.
 SMALL = {"hidden": 32, "batch_size": 64, "steps_per_iteration": 3, "num_threads": 1}
 
@@ -100,9 +101,7 @@ def _losses(trainable: Any, n: int) -> list[float]:
 
 
 def test_restore_continues_the_losses_exactly(tmp_path: Path) -> None:
-    pytest.importorskip(
-        "torch", reason="the PyTorch example needs torch (pip install -e '.[examples]')"
-    )
+    pytest.importorskip("torch", reason=NO_TORCH)
     from examples.pytorch.trainable import TorchTrainable
 
     reference = TorchTrainable(config=SMALL)
@@ -126,7 +125,7 @@ def test_restore_continues_the_losses_exactly(tmp_path: Path) -> None:
 def test_without_dropout_rng_state_the_losses_would_differ(tmp_path: Path) -> None:
     """The exactness above depends on the RNG state in the checkpoint: a restore
     that skips it reports other losses (so the check above can fail)."""
-    torch = pytest.importorskip("torch", reason="the PyTorch example needs torch")
+    torch = pytest.importorskip("torch", reason=NO_TORCH)
     from examples.pytorch.trainable import TorchTrainable
 
     reference = TorchTrainable(config=SMALL)
@@ -141,7 +140,7 @@ def test_without_dropout_rng_state_the_losses_would_differ(tmp_path: Path) -> No
 
 
 def test_gpu_request_without_cuda_fails_in_setup(monkeypatch: pytest.MonkeyPatch) -> None:
-    torch = pytest.importorskip("torch", reason="the PyTorch example needs torch")
+    torch = pytest.importorskip("torch", reason=NO_TORCH)
     from examples.pytorch.trainable import TorchTrainable
 
     monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "0")
