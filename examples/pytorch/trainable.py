@@ -113,35 +113,36 @@ def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-class TorchTrainable(tune.Trainable):
-    """A 3-layer MLP classifier trained with Adam on SyntheticData; each
-    iteration is `steps_per_iteration` optimizer steps, reporting their mean
-    loss and the accuracy on a held-out batch."""
+class Training:
+    """The model, its optimizer and schedule, and the data, built the same way
+    (same seeds, same order) by the Trainable and by a plain loop
+    (bench_gpu.py), so both produce the same floats."""
 
-    def setup(self, config: dict[str, Any]) -> None:
-        self.cfg = {**DEFAULTS, **config}
-        if self.cfg["num_threads"]:
-            torch.set_num_threads(int(self.cfg["num_threads"]))
-        self.device = pick_device(str(self.cfg["device"]))
-        seed = int(self.cfg["seed"])
+    def __init__(self, cfg: dict[str, Any], device: torch.device) -> None:
+        self.cfg = cfg
+        self.device = device
+        if cfg["num_threads"]:
+            torch.set_num_threads(int(cfg["num_threads"]))
+        seed = int(cfg["seed"])
         torch.manual_seed(seed)  # also seeds CUDA
         random.seed(seed)
-        self.data = SyntheticData(
-            seed, self.cfg["features"], self.cfg["classes"], self.cfg["batch_size"]
-        )
-        self.eval_x = self.data.eval_x.to(self.device)
-        self.eval_y = self.data.eval_y.to(self.device)
-        self.model = build_model(self.cfg).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg["lr"])
+        self.data = SyntheticData(seed, cfg["features"], cfg["classes"], cfg["batch_size"])
+        self.eval_x = self.data.eval_x.to(device)
+        self.eval_y = self.data.eval_y.to(device)
+        self.model = build_model(cfg).to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"])
         self.scheduler = torch.optim.lr_scheduler.StepLR(
-            self.optimizer, step_size=self.cfg["lr_step"], gamma=0.5
+            self.optimizer, step_size=cfg["lr_step"], gamma=0.5
         )
         self.loss_fn = nn.CrossEntropyLoss()
 
-    def step(self) -> dict[str, Any]:
+    def iteration(self) -> dict[str, Any]:
+        """`steps_per_iteration` optimizer steps; their mean loss and the
+        held-out accuracy after them."""
+        steps = self.cfg["steps_per_iteration"]
         self.model.train()
         total = torch.zeros((), device=self.device)
-        for _ in range(self.cfg["steps_per_iteration"]):
+        for _ in range(steps):
             x, y = self.data.next_batch()
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             self.optimizer.zero_grad(set_to_none=True)
@@ -156,24 +157,45 @@ class TorchTrainable(tune.Trainable):
             accuracy = (self.model(self.eval_x).argmax(dim=1) == self.eval_y).float().mean()
         return {
             # one host sync per iteration: .item() waits for the device
-            "loss": (total / self.cfg["steps_per_iteration"]).item(),
+            "loss": (total / steps).item(),
             "accuracy": accuracy.item(),
             "lr": lr,
             "samples": self.data.batches * self.cfg["batch_size"],
             "device": self.device.type,
         }
 
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "data": self.data.state_dict(),
+            "rng": capture_rng_state(self.device),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.data.load_state_dict(state["data"])
+        restore_rng_state(state["rng"], self.device)
+
+
+class TorchTrainable(tune.Trainable):
+    """A 3-layer MLP classifier trained with Adam on SyntheticData (config:
+    DEFAULTS); each iteration is `steps_per_iteration` optimizer steps,
+    reporting their mean loss and the accuracy on a held-out batch."""
+
+    def setup(self, config: dict[str, Any]) -> None:
+        self.cfg = {**DEFAULTS, **config}
+        self.device = pick_device(str(self.cfg["device"]))
+        self.training = Training(self.cfg, self.device)
+
+    def step(self) -> dict[str, Any]:
+        return self.training.iteration()
+
     def save_checkpoint(self, checkpoint_dir: str) -> None:
-        torch.save(
-            {
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "data": self.data.state_dict(),
-                "rng": capture_rng_state(self.device),
-            },
-            Path(checkpoint_dir) / CHECKPOINT_FILE,
-        )
+        torch.save(self.training.state_dict(), Path(checkpoint_dir) / CHECKPOINT_FILE)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         # On the CPU first: RNG states must be CPU tensors; load_state_dict
@@ -181,8 +203,4 @@ class TorchTrainable(tune.Trainable):
         state = torch.load(
             Path(checkpoint_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True
         )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.data.load_state_dict(state["data"])
-        restore_rng_state(state["rng"], self.device)
+        self.training.load_state_dict(state)
