@@ -197,10 +197,13 @@ class TorchTrainable(tune.Trainable):
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         torch.save(self.training.state_dict(), Path(checkpoint_dir) / CHECKPOINT_FILE)
 
-    def load_checkpoint(self, checkpoint_dir: str) -> None:
+    def load_checkpoint(self, checkpoint: dict[str, Any] | str) -> None:
+        # save_checkpoint returns None, so what comes back is the folder.
+        if not isinstance(checkpoint, str):
+            raise TypeError(f"expected a checkpoint folder, got a {type(checkpoint).__name__}")
         # On the CPU first: RNG states must be CPU tensors; load_state_dict
         # copies weights and optimizer state onto the parameters' device.
         state = torch.load(
-            Path(checkpoint_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True
+            Path(checkpoint) / CHECKPOINT_FILE, map_location="cpu", weights_only=True
         )
         self.training.load_state_dict(state)
