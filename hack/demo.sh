@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The main job: start the local cluster (building it the first time), install
 # kubetune, run examples/quickstart-job.yaml, suspend it mid-run, resume it,
-# and show that it finishes without losing progress.
+# and show that it finishes without losing progress. The operator it starts is
+# stopped when it ends, however it ends; the cluster stays up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
+# A cluster moved by KUBETUNE_PORT_OFFSET (beside another one) moves the
+# operator's ports and the example's S3 endpoint with it.
+port_offset=${KUBETUNE_PORT_OFFSET:-0}
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -17,14 +21,33 @@ say "CRD"
 kubectl apply --server-side --force-conflicts -f crds/
 kubectl wait --for=condition=Established crd/trainablejobs.kubetune.io --timeout=60s
 
+# `make cluster-down` stops only the cluster's own processes, so an operator
+# left behind would outlive it, retrying a dead API server. The demo stops the
+# operator it started on every exit (Ctrl-C and errors included).
+started_operator=""
+stop_operator() {
+  [[ -n "$started_operator" ]] || return 0
+  kill -TERM -- "-$started_operator" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$started_operator" 2>/dev/null || break; sleep 0.2; done
+  kill -KILL -- "-$started_operator" 2>/dev/null || true
+  rm -f .cluster/operator.pid
+  started_operator=""
+}
+trap stop_operator EXIT
+trap 'exit 130' INT TERM  # so the EXIT trap runs on a signal too
+
 say "operator"
 if [[ -f .cluster/operator.pid ]] && kill -0 "$(cat .cluster/operator.pid)" 2>/dev/null; then
-  echo "kubetune-operator already running (pid $(cat .cluster/operator.pid))"
+  echo "kubetune-operator already running (pid $(cat .cluster/operator.pid)); it is left running"
 else
   env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_ENDPOINT_URL \
-    setsid .venv/bin/kubetune-operator >> .cluster/logs/operator.log 2>&1 < /dev/null &
-  echo $! > .cluster/operator.pid
-  echo "kubetune-operator started (pid $!, log .cluster/logs/operator.log)"
+    setsid .venv/bin/kubetune-operator \
+    --progress-listen "0.0.0.0:$((8470 + port_offset))" \
+    --metrics-listen "0.0.0.0:$((8471 + port_offset))" \
+    >> .cluster/logs/operator.log 2>&1 < /dev/null &
+  started_operator=$!
+  echo "$started_operator" > .cluster/operator.pid
+  echo "kubetune-operator started (pid $started_operator, log .cluster/logs/operator.log)"
 fi
 
 say "S3 bucket and credentials"
@@ -50,9 +73,18 @@ import boto3
 bucket = boto3.resource("s3").Bucket("kubetune")
 bucket.objects.filter(Prefix="experiments/default/quickstart/").delete()
 PYEOF
-kubectl apply -f examples/quickstart-job.yaml
+sed "s#endpointURL: http://127.0.0.1:9000#endpointURL: $AWS_ENDPOINT_URL#" examples/quickstart-job.yaml |
+  kubectl apply -f -
 iter() { kubectl get tj quickstart -o jsonpath='{.status.iteration}' 2>/dev/null || true; }
-until [[ "$(iter)" -ge 12 ]] 2>/dev/null; do kubectl get tj quickstart --no-headers; sleep 1; done
+until [[ "$(iter)" -ge 12 ]] 2>/dev/null; do
+  kubectl get tj quickstart --no-headers
+  if [[ "$(kubectl get tj quickstart -o jsonpath='{.status.phase}')" == Failed ]]; then
+    kubectl get tj quickstart -o jsonpath='{.status.conditions[?(@.type=="Failed")].message}{"\n"}'
+    echo "the quickstart job failed (operator log: .cluster/logs/operator.log)" >&2
+    exit 1
+  fi
+  sleep 1
+done
 
 say "suspend at iteration $(iter)"
 kubectl patch tj quickstart --type=merge -p '{"spec":{"suspend":true}}'
@@ -80,4 +112,15 @@ print(f"{len(its)} results, iterations 1..{max(its)}, missing: {missing or 'none
 keys = s3.list_objects_v2(Bucket="kubetune", Prefix="experiments/default/quickstart/", Delimiter="/")
 print("run folder:", [p["Prefix"].split("/")[-2] for p in keys.get("CommonPrefixes", [])])
 PYEOF
-say "done: 'make cluster-down' stops the cluster"
+say "done"
+if [[ -n "$started_operator" ]]; then
+  stop_operator
+  echo "kubetune-operator stopped. To run more jobs, start it again in a shell of its own:"
+  echo "  KUBECONFIG=.cluster/kubeconfig .venv/bin/kubetune-operator"
+else
+  echo "the kubetune-operator that was already running still runs:" \
+    "stop it with: kill -- -$(cat .cluster/operator.pid 2>/dev/null || echo PID)"
+fi
+echo "The local cluster is still up (. .cluster/env; kubectl get tj)."
+echo "Stop it with 'make cluster-down': the API server, etcd, controller-manager, scheduler," \
+  "the node agent with its pods, and the S3 server, then .cluster is removed."

@@ -1,0 +1,1 @@
+"""A real PyTorch model as a kubetune Trainable (see docs/gpu.md)."""
