@@ -19,6 +19,9 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## Create .venv with kubetune and the test tools
 
+examples-deps: venv ## Install the examples' extra (PyTorch, about 5 GB with its CUDA libraries)
+	$(PY) -m pip install --quiet -e '.[examples]'
+
 example: venv ## Run the example trainable locally to its stop criterion
 	$(VENV)/bin/kubetune run examples.ray_class_trainable:MyTrainable --stop training_iteration=20 --checkpoint-frequency 5 --storage ./kubetune_results/example
 
@@ -70,4 +73,4 @@ BENCH_OPERATOR ?= current
 bench-scale: venv cluster-up ## Operator at scale on kwok nodes (BENCH_JOBS=1000,10000 BENCH_OPERATOR=current|baseline)
 	$(PY) bench/scale.py --jobs $(BENCH_JOBS) --operator $(BENCH_OPERATOR) $(BENCH_SCALE_ARGS)
 
-.PHONY: help venv example demo lint unit e2e test cluster-build cluster-up cluster-down kueue-up kueue-down generate bench bench-scale
+.PHONY: help venv examples-deps example demo lint unit e2e test cluster-build cluster-up cluster-down kueue-up kueue-down generate bench bench-scale
