@@ -1,0 +1,173 @@
+"""Keeps what an end-to-end run shows, for the secret-leak check at its end.
+
+Pods' logs live under `.cluster/pods/` only as long as their pods (the node
+agent removes a pod's folder with it), and events and TrainableJobs go with
+their test namespaces. So, for the whole run, this keeps:
+
+- every container log: a hard link under `.cluster/logs/e2e-pods/`, made as
+  soon as the file appears, keeps all of it (the process still appends to
+  the same file) after the pod's folder is gone;
+- every event and every TrainableJob status the API server showed, one JSON
+  object a line in `.cluster/logs/e2e-objects.jsonl`;
+- the values of every Opaque Secret created meanwhile, in memory only (they
+  are what the check looks for), through `secret_scan.register_secret_value`.
+
+A pod that comes and goes within one poll (0.5 s) can escape the log keeper.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
+from secret_scan import register_secret_value
+from urllib3.exceptions import HTTPError
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.5
+
+
+class EvidenceKeeper:
+    def __init__(self, state: Path) -> None:
+        self.pods = state / "pods"
+        self.kept_logs = state / "logs" / "e2e-pods"
+        self.objects = state / "logs" / "e2e-objects.jsonl"
+        self.kubeconfig = state / "kubeconfig"
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self.kept_logs.mkdir(parents=True, exist_ok=True)
+        for target in (self._keep_logs, self._watch_api):
+            thread = threading.Thread(target=target, name=f"evidence{target.__name__}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def close(self) -> None:
+        self.stop.set()
+        # The watches end at their next event or timeout; they are daemons.
+        self._threads[0].join(timeout=5)
+        self._keep_logs_once()
+
+    # Container logs -------------------------------------------------------
+
+    def _keep_logs(self) -> None:
+        while not self.stop.wait(POLL_S):
+            self._keep_logs_once()
+
+    def _keep_logs_once(self) -> None:
+        for path in self.pods.glob("*/*/*.log"):
+            kept = self.kept_logs / path.relative_to(self.pods)
+            if kept.exists():
+                continue
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError, FileExistsError):
+                os.link(path, kept)
+
+    # Events, job statuses and Secrets ------------------------------------
+
+    def _watch_api(self) -> None:
+        api = self._connect()
+        if api is None:
+            return
+        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+        streams: list[tuple[Callable[..., Any], dict[str, Any], Callable[[Any], None]]] = [
+            (core.list_event_for_all_namespaces, {}, self._record_event),
+            (core.list_secret_for_all_namespaces, {}, self._register_secret),
+            (
+                custom.list_cluster_custom_object,
+                {"group": "kubetune.io", "version": "v1alpha1", "plural": "trainablejobs"},
+                self._record_job,
+            ),
+        ]
+        for lister, kwargs, handle in streams:
+            thread = threading.Thread(
+                target=self._follow, args=(lister, kwargs, handle), daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _connect(self) -> client.ApiClient | None:
+        """The cluster's API, once its kubeconfig exists (the run may start it)."""
+        while not self.stop.is_set():
+            if self.kubeconfig.exists():
+                with contextlib.suppress(Exception):
+                    return config.new_client_from_config(config_file=str(self.kubeconfig))
+            self.stop.wait(2)
+        return None
+
+    def _follow(
+        self, lister: Callable[..., Any], kwargs: dict[str, Any], handle: Callable[[Any], None]
+    ) -> None:
+        """List then watch, again after each expiry, until the run ends."""
+        while not self.stop.is_set():
+            try:
+                listed = lister(**kwargs, _preload_content=False)
+                body = json.loads(listed.data)
+                for item in body.get("items") or []:
+                    handle(item)
+                version = body["metadata"]["resourceVersion"]
+                w = watch.Watch()
+                for event in w.stream(
+                    lister, **kwargs, resource_version=version, timeout_seconds=60
+                ):
+                    obj = event["raw_object"]
+                    handle(obj)
+                    if self.stop.is_set():
+                        w.stop()
+            except (ApiException, HTTPError, OSError, ValueError, KeyError) as exc:
+                log.debug("evidence watch restarts: %s", exc)
+                self.stop.wait(1)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, sort_keys=True)
+        with self._lock, self.objects.open("a") as fh:
+            fh.write(line + "\n")
+
+    def _record_event(self, event: dict[str, Any]) -> None:
+        meta = event.get("metadata") or {}
+        involved = event.get("involvedObject") or {}
+        self._write(
+            {
+                "event": f"{meta.get('namespace')}/{meta.get('name')}",
+                "object": f"{involved.get('kind')}/{involved.get('name')}",
+                "reason": event.get("reason"),
+                "message": event.get("message"),
+            }
+        )
+
+    def _record_job(self, job: dict[str, Any]) -> None:
+        meta = job.get("metadata") or {}
+        self._write(
+            {
+                "trainablejob": f"{meta.get('namespace')}/{meta.get('name')}",
+                "status": job.get("status"),
+            }
+        )
+
+    def _register_secret(self, secret: dict[str, Any]) -> None:
+        if secret.get("type") != "Opaque":
+            return  # tokens, Helm's release records: not credentials a job carries
+        for value in (secret.get("data") or {}).values():
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                register_secret_value(base64.b64decode(value).decode())
+
+
+def keep_evidence(state: Path) -> Iterator[EvidenceKeeper]:
+    keeper = EvidenceKeeper(state)
+    keeper.start()
+    try:
+        yield keeper
+    finally:
+        keeper.close()
