@@ -20,7 +20,15 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes.client.rest import ApiException
-from operator_fixtures import HELM_NAMESPACE_PREFIX, SECRET
+from operator_fixtures import (
+    HELM_NAMESPACE_PREFIX,
+    SECRET,
+    apply,
+    condition,
+    get_job,
+    wait_condition,
+)
+from operator_fixtures import job_manifest as job_manifest_for
 from test_chart_install import (  # noqa: F401  (helm_ns is a fixture)
     CHART,
     CRD,
@@ -165,3 +173,17 @@ def test_chart_installs_and_runs_a_job_in_a_restricted_namespace(
         assert op.spec.containers[0].security_context.capabilities.drop == ["ALL"]
     finally:
         helm(cluster, "uninstall", release, "-n", ns, "--wait", "--timeout=120s", check=False)
+
+
+def test_a_job_whose_pod_pod_security_refuses_fails_with_its_reason(
+    cluster: Cluster, job_ns: str
+) -> None:
+    """A template that asks for what the namespace forbids: admission refuses
+    the pod (403), and the job says so instead of retrying for ever."""
+    enforce_restricted(cluster, job_ns)
+    template = {"spec": {"securityContext": {"runAsNonRoot": False}}}
+    apply(job_ns, job_manifest_for("as-root", template=template))
+    wait_condition(job_ns, "as-root", "Failed", timeout_s=60)
+    failed = condition(get_job(job_ns, "as-root"), "Failed")
+    assert failed["reason"] == "InvalidSpec", failed
+    assert REFUSED in failed["message"] and "runAsNonRoot" in failed["message"], failed
