@@ -110,24 +110,31 @@ class EvidenceKeeper:
     def _follow(
         self, lister: Callable[..., Any], kwargs: dict[str, Any], handle: Callable[[Any], None]
     ) -> None:
-        """List then watch, again after each expiry, until the run ends."""
+        """List once, then watch on from the last version seen; list again only
+        when the watch fails (an expired version, a restarted API server)."""
+        version = ""
         while not self.stop.is_set():
             try:
-                listed = lister(**kwargs, _preload_content=False)
-                body = json.loads(listed.data)
-                for item in body.get("items") or []:
-                    handle(item)
-                version = body["metadata"]["resourceVersion"]
+                if not version:
+                    body = json.loads(lister(**kwargs, _preload_content=False).data)
+                    for item in body.get("items") or []:
+                        handle(item)
+                    version = body["metadata"]["resourceVersion"]
                 w = watch.Watch()
                 for event in w.stream(
-                    lister, **kwargs, resource_version=version, timeout_seconds=60
+                    lister, **kwargs, resource_version=version, timeout_seconds=30
                 ):
                     obj = event["raw_object"]
+                    if event["type"] == "ERROR":
+                        version = ""  # 410 Gone: list again
+                        break
+                    version = obj["metadata"]["resourceVersion"]
                     handle(obj)
                     if self.stop.is_set():
                         w.stop()
             except (ApiException, HTTPError, OSError, ValueError, KeyError) as exc:
                 log.debug("evidence watch restarts: %s", exc)
+                version = ""
                 self.stop.wait(1)
 
     def _write(self, record: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from evidence import EvidenceKeeper
+from operator_fixtures import report_figure
 from secret_scan import (
     Leak,
     needles,
@@ -54,7 +55,11 @@ def test_no_secret_value_in_logs_events_or_status(
             where = f"{kind} {meta.get('namespace')}/{meta['name']}"
             leaks.extend(scan_text(where, json.dumps(shown, indent=1), wanted))
 
-    print(f"looked for {len(values)} secret values in {len(files)} files")
+    size = sum(path.stat().st_size for path in files.values()) / 2**20
+    report_figure(
+        f"secret-leak scan: {len(wanted) // 2} secret values (and their base64) in {len(files)} "
+        f"files ({size:.1f} MiB), events and TrainableJobs: {len(leaks)} leaks"
+    )
     assert not leaks, f"{len(leaks)} secret value(s) leaked:\n" + "\n".join(
         str(leak) for leak in leaks[:50]
     )
