@@ -210,7 +210,7 @@ def build_worker_pod(job: JobView, attempt: int, settings: PodSettings) -> dict[
         if c.get("name") == WORKER_CONTAINER:
             container = _merge_worker_container(container, c)
         else:
-            containers.append(c)  # sidecars ride along unchanged
+            containers.append(c)  # sidecars ride along (with the security defaults below)
     containers.insert(0, container)
     # Every container, sidecars and init containers too: restricted admission
     # refuses the whole pod for any one of them.
