@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -49,10 +50,10 @@ class EvidenceKeeper:
 
     def start(self) -> None:
         self.kept_logs.mkdir(parents=True, exist_ok=True)
-        for target in (self._keep_logs, self._watch_api):
-            thread = threading.Thread(target=target, name=f"evidence{target.__name__}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        thread = threading.Thread(target=self._keep_logs, name="evidence-logs", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        self._watch_api()
 
     def close(self) -> None:
         self.stop.set()
@@ -78,23 +79,26 @@ class EvidenceKeeper:
     # Events, job statuses and Secrets ------------------------------------
 
     def _watch_api(self) -> None:
-        api = self._connect()
-        if api is None:
-            return
-        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-        streams: list[tuple[Callable[..., Any], dict[str, Any], Callable[[Any], None]]] = [
-            (core.list_event_for_all_namespaces, {}, self._record_event),
-            (core.list_secret_for_all_namespaces, {}, self._register_secret),
-            (
-                custom.list_cluster_custom_object,
-                {"group": "kubetune.io", "version": "v1alpha1", "plural": "trainablejobs"},
-                self._record_job,
-            ),
-        ]
-        for lister, kwargs, handle in streams:
-            thread = threading.Thread(
-                target=self._follow, args=(lister, kwargs, handle), daemon=True
+        def events(api: client.ApiClient) -> Callable[..., Any]:
+            return client.CoreV1Api(api).list_event_for_all_namespaces
+
+        def secrets(api: client.ApiClient) -> Callable[..., Any]:
+            return client.CoreV1Api(api).list_secret_for_all_namespaces
+
+        def jobs(api: client.ApiClient) -> Callable[..., Any]:
+            return functools.partial(
+                client.CustomObjectsApi(api).list_cluster_custom_object,
+                "kubetune.io",
+                "v1alpha1",
+                "trainablejobs",
             )
+
+        for lister, handle in (
+            (events, self._record_event),
+            (secrets, self._register_secret),
+            (jobs, self._record_job),
+        ):
+            thread = threading.Thread(target=self._follow, args=(lister, handle), daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -108,22 +112,27 @@ class EvidenceKeeper:
         return None
 
     def _follow(
-        self, lister: Callable[..., Any], kwargs: dict[str, Any], handle: Callable[[Any], None]
+        self,
+        lister_of: Callable[[client.ApiClient], Callable[..., Any]],
+        handle: Callable[[Any], None],
     ) -> None:
-        """List once, then watch on from the last version seen; list again only
-        when the watch fails (an expired version, a restarted API server)."""
-        version = ""
+        """List once, then watch on from the last version seen; connect and
+        list again only when the watch fails (an expired version, a cluster
+        started again)."""
+        version, lister = "", None
         while not self.stop.is_set():
             try:
                 if not version:
-                    body = json.loads(lister(**kwargs, _preload_content=False).data)
+                    api = self._connect()
+                    if api is None:
+                        return
+                    lister = lister_of(api)
+                    body = json.loads(lister(_preload_content=False).data)
                     for item in body.get("items") or []:
                         handle(item)
                     version = body["metadata"]["resourceVersion"]
                 w = watch.Watch()
-                for event in w.stream(
-                    lister, **kwargs, resource_version=version, timeout_seconds=30
-                ):
+                for event in w.stream(lister, resource_version=version, timeout_seconds=30):
                     obj = event["raw_object"]
                     if event["type"] == "ERROR":
                         version = ""  # 410 Gone: list again
