@@ -49,7 +49,8 @@ class EvidenceKeeper:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        self.kept_logs.mkdir(parents=True, exist_ok=True)
+        # Folders are made when there is something to keep: `localcluster up`
+        # may make the state folder afresh after this starts.
         thread = threading.Thread(target=self._keep_logs, name="evidence-logs", daemon=True)
         thread.start()
         self._threads.append(thread)
@@ -73,8 +74,12 @@ class EvidenceKeeper:
             if kept.exists():
                 continue
             kept.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError, FileExistsError):
+            try:
                 os.link(path, kept)
+            except FileNotFoundError:
+                pass  # the pod went between the glob and the link
+            except OSError as exc:
+                log.warning("cannot keep %s for the secret-leak check: %s", path, exc)
 
     # Events, job statuses and Secrets ------------------------------------
 
@@ -148,6 +153,7 @@ class EvidenceKeeper:
 
     def _write(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, sort_keys=True)
+        self.objects.parent.mkdir(parents=True, exist_ok=True)
         with self._lock, self.objects.open("a") as fh:
             fh.write(line + "\n")
 
