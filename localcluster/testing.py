@@ -53,8 +53,11 @@ class Cluster:
     kubeconfig: Path
     kubectl_path: Path
     helm_path: Path | None
-    s3_env: dict[str, str]  # AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ... for boto3
-    env: dict[str, str]  # our environment plus .cluster/env: for subprocesses
+    # AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ... for boto3; and our environment
+    # plus .cluster/env, for subprocesses. Both hold the S3 secret key, so both
+    # stay out of repr, which pytest prints for every failing test using them.
+    s3_env: dict[str, str] = field(repr=False)
+    env: dict[str, str] = field(repr=False)
     api: client.ApiClient = field(repr=False)
 
     @property

@@ -32,6 +32,12 @@ class Rejected(Exception):
     """The API (or the client's own validation) refused an object as invalid."""
 
 
+# Pod Security admission refuses a pod with 403 Forbidden and these words: like
+# a 422, hopeless until the job's template changes. Other 403s (RBAC, an
+# exceeded ResourceQuota) may pass later, so they stay errors that are retried.
+POD_SECURITY_REFUSAL = "violates PodSecurity"
+
+
 class Conflict(Exception):
     """The job changed since it was read: decide again from a fresh read."""
 
@@ -139,6 +145,8 @@ def create_pod(namespace: str, pod: dict[str, Any]) -> bool:
         if exc.status == 409:
             return False
         if exc.status in (400, 422):
+            raise Rejected(_api_message(exc)) from exc
+        if exc.status == 403 and POD_SECURITY_REFUSAL in _api_message(exc):
             raise Rejected(_api_message(exc)) from exc
         raise
 

@@ -109,6 +109,51 @@ def _worker_env(job: JobView, settings: PodSettings) -> list[dict[str, Any]]:
     return env
 
 
+# The restricted Pod Security Standard, as defaults: a worker pod is admitted in
+# a namespace that enforces `restricted`. The image runs as a numeric non-root
+# user (Dockerfile), so runAsNonRoot needs no runAsUser; an image whose USER is
+# a name or root sets runAsUser (or runAsNonRoot: false) in its template.
+POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def merge_security_context(
+    defaults: dict[str, Any], theirs: dict[str, Any] | None
+) -> dict[str, Any]:
+    """A template's securityContext wins field by field over the defaults.
+
+    A field the template sets replaces ours whole (a seccompProfile's type and
+    localhostProfile go together), except `capabilities`, whose `add` and `drop`
+    are taken one by one: adding NET_BIND_SERVICE keeps `drop: [ALL]`. A field
+    set to null removes our default.
+    """
+    merged = copy.deepcopy(defaults)
+    for key, value in (theirs or {}).items():
+        if key == "capabilities" and isinstance(value, dict):
+            caps = dict(merged.get("capabilities") or {})
+            caps.update(copy.deepcopy(value))
+            value = {k: v for k, v in caps.items() if v is not None}
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _with_container_defaults(container: dict[str, Any]) -> dict[str, Any]:
+    secured = dict(container)
+    secured["securityContext"] = merge_security_context(
+        CONTAINER_SECURITY_CONTEXT, container.get("securityContext")
+    )
+    return secured
+
+
 def _quantities_as_strings(resources: dict[str, Any]) -> dict[str, Any]:
     """`nvidia.com/gpu: 1` and `"1"` mean the same; the API's canonical form is a string."""
     return {
@@ -125,7 +170,9 @@ def _merge_worker_container(ours: dict[str, Any], theirs: dict[str, Any]) -> dic
     owned_env = {e["name"] for e in ours["env"]}
     extra_env = [e for e in theirs.get("env") or [] if e["name"] not in owned_env]
     merged_env = list(ours["env"]) + extra_env
-    merged.update({k: v for k, v in ours.items() if k not in ("env", "resources")})
+    merged.update(
+        {k: v for k, v in ours.items() if k not in ("env", "resources", "securityContext")}
+    )
     merged["env"] = merged_env
     owned_mounts = {m["name"] for m in ours.get("volumeMounts") or []}
     merged_mounts = list(ours.get("volumeMounts") or []) + [
@@ -163,8 +210,11 @@ def build_worker_pod(job: JobView, attempt: int, settings: PodSettings) -> dict[
         if c.get("name") == WORKER_CONTAINER:
             container = _merge_worker_container(container, c)
         else:
-            containers.append(c)  # sidecars ride along unchanged
+            containers.append(c)  # sidecars ride along (with the security defaults below)
     containers.insert(0, container)
+    # Every container, sidecars and init containers too: restricted admission
+    # refuses the whole pod for any one of them.
+    containers = [_with_container_defaults(c) for c in containers]
 
     labels = dict(tmeta.get("labels") or {})
     labels.update(
@@ -179,6 +229,11 @@ def build_worker_pod(job: JobView, attempt: int, settings: PodSettings) -> dict[
     )
     spec = {k: v for k, v in tspec.items() if k != "containers"}
     spec["containers"] = containers
+    if tspec.get("initContainers"):
+        spec["initContainers"] = [_with_container_defaults(c) for c in tspec["initContainers"]]
+    spec["securityContext"] = merge_security_context(
+        POD_SECURITY_CONTEXT, tspec.get("securityContext")
+    )
     if settings.progress_url:
         volumes = [v for v in spec.get("volumes") or [] if v.get("name") != PROGRESS_TOKEN_VOLUME]
         volumes.append(_progress_token_volume())

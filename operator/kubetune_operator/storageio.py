@@ -1,6 +1,7 @@
 """What the operator reads from a job's storage: the worker's progress file and
-whether a restoreFrom checkpoint is complete. Credentials come from the job's
-Secret (never from the operator's own environment) and are never logged.
+whether a restoreFrom checkpoint is complete. Credentials come from the
+Secret the job names and are never logged; only a job that names none is read
+with the operator pod's own (as its worker uses its pod's).
 
 Progress normally arrives by push (progress_api.py); the file is read only
 when the operator starts, when a worker's pod ends, and when pushes stop, so
@@ -25,10 +26,31 @@ log = logging.getLogger(__name__)
 CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
-def credentials_from_secret(data: dict[str, str] | None) -> dict[str, str] | None:
-    if data is None:
-        return None
-    return {k: v for k, v in data.items() if k in CREDENTIAL_KEYS and v}
+def credentials_from_secret(data: dict[str, str] | None) -> dict[str, str]:
+    """The credentials of the Secret a job names; {} when it is missing. Never
+    None: None means the job names no Secret (see `_frozen`)."""
+    return {k: v for k, v in (data or {}).items() if k in CREDENTIAL_KEYS and v}
+
+
+def _frozen(
+    credentials: dict[str, str] | None, storage: dict[str, Any]
+) -> tuple[tuple[str, str], ...]:
+    """Credentials as the client cache keys them.
+
+    None: the job names no Secret, so the operator reads with the credentials
+    its own pod has (IRSA, an instance profile), as the job's worker does. A
+    Secret that is named but missing (it may exist only in another namespace)
+    or lacks the keys raises: the operator never reads or writes a job's
+    storage with its own identity in place of the one the job named.
+    """
+    if credentials is not None and not all(credentials.get(k) for k in CREDENTIAL_KEYS[:2]):
+        name = (storage.get("secretRef") or {}).get("name")
+        raise StorageError(
+            f"the Secret {name!r} named by spec.storage.secretRef is missing from the job's "
+            "namespace or lacks AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: create it in "
+            "the job's namespace (the operator does not use its own credentials instead)"
+        )
+    return tuple(sorted((credentials or {}).items()))
 
 
 def _count_request(event_name: str = "", **_: Any) -> None:
@@ -47,7 +69,7 @@ def _client_for(endpoint_url: str | None, credentials: tuple[tuple[str, str], ..
 
 def run_store(job: JobView, credentials: dict[str, str] | None) -> RunStore:
     uri = job.run_uri
-    frozen = tuple(sorted((credentials or {}).items()))
+    frozen = _frozen(credentials, job.storage)
     if uri.startswith("s3://"):
         return RunStore(_client_for(job.storage.get("endpointURL"), frozen).at(uri))
     return RunStore(open_storage(uri))
@@ -70,6 +92,7 @@ def check_restore_from(job: JobView, credentials: dict[str, str] | None) -> str 
     if not uri:
         return None
     try:
+        _frozen(credentials, job.storage)
         open_checkpoint(uri, endpoint_url=job.storage.get("endpointURL"), credentials=credentials)
     except (CheckpointError, StorageError) as exc:
         return f"restoreFrom {uri}: {exc}"
@@ -92,8 +115,8 @@ def write_object(
     folder: str, name: str, data: bytes, storage: dict[str, Any], credentials: dict[str, str] | None
 ) -> bool:
     """One object under a folder of the jobs' storage (a sweep's trial table)."""
-    frozen = tuple(sorted((credentials or {}).items()))
     try:
+        frozen = _frozen(credentials, storage)
         if folder.startswith("s3://"):
             _client_for(storage.get("endpointURL"), frozen).at(folder).write_bytes(name, data)
         else:
@@ -109,10 +132,10 @@ def copy_object(
 ) -> bool:
     """One object copied as bytes (a sweep's shipped code into a trial's folder:
     the operator moves the bytes and never unpickles them)."""
-    frozen = tuple(sorted((credentials or {}).items()))
     src_dir, _, src_name = source.rpartition("/")
     dst_dir, _, dst_name = target.rpartition("/")
     try:
+        frozen = _frozen(credentials, storage)
         client = _client_for(storage.get("endpointURL"), frozen)
         if client.at(dst_dir).size(dst_name) is not None:
             return True  # content-addressed: already there

@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # localcluster lives at the repo root, outside the package dirs
     sys.path.insert(0, str(REPO))
 
+from evidence import EvidenceKeeper, keep_evidence  # noqa: E402
+
 from localcluster.cluster import healthy  # noqa: E402
 from localcluster.config import Layout  # noqa: E402
 from localcluster.testing import Cluster, read_env_file  # noqa: E402
@@ -95,6 +97,13 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     except ApiException as err:
         if err.status != 404:
             raise
+
+
+@pytest.fixture(scope="session", autouse=True)
+def evidence() -> Iterator[EvidenceKeeper]:
+    """Keeps every pod log, event, job status and Secret value of the run for
+    the secret-leak check that ends it (test_zz_secret_leaks.py)."""
+    yield from keep_evidence(Layout.discover().state)
 
 
 # The operator's fixtures (CRD, operator process, S3 bucket, per-test namespace with credentials).

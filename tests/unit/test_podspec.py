@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
+
+import pytest
 
 from kubetune.protocol import WORKER_SPEC_ENV, WorkerSpec
 from kubetune_operator.model import JobView
-from kubetune_operator.podspec import PodSettings, build_worker_pod
+from kubetune_operator.podspec import PodSettings, build_worker_pod, merge_security_context
 
 SETTINGS = PodSettings(default_image="img:1", termination_grace_seconds=90)
 
@@ -117,3 +120,117 @@ def test_template_merges_without_taking_over():
     assert env["PYTHONPATH"]["value"] == "/src"
     assert "value" in env[WORKER_SPEC_ENV]  # the operator's own value, not the template's
     assert worker["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
+
+
+# The restricted Pod Security Standard's four container/pod settings.
+RESTRICTED_POD = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def test_restricted_defaults_without_a_template():
+    spec = build_worker_pod(make_job(), 1, SETTINGS)["spec"]
+    assert spec["securityContext"] == RESTRICTED_POD
+    assert spec["containers"][0]["securityContext"] == RESTRICTED_CONTAINER
+    assert "runAsUser" not in spec["securityContext"]  # the image's numeric USER is enough
+
+
+@pytest.mark.parametrize(
+    ("defaults", "theirs", "expected"),
+    [
+        (RESTRICTED_POD, None, RESTRICTED_POD),
+        (RESTRICTED_POD, {}, RESTRICTED_POD),
+        (
+            RESTRICTED_POD,
+            {"runAsUser": 1000, "fsGroup": 2000},
+            {**RESTRICTED_POD, "runAsUser": 1000, "fsGroup": 2000},
+        ),
+        (RESTRICTED_POD, {"runAsNonRoot": False}, {**RESTRICTED_POD, "runAsNonRoot": False}),
+        (
+            RESTRICTED_POD,
+            {"seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}},
+            {
+                "runAsNonRoot": True,
+                "seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"},
+            },
+        ),
+        (RESTRICTED_POD, {"seccompProfile": None}, {"runAsNonRoot": True}),
+        (
+            RESTRICTED_CONTAINER,
+            {"capabilities": {"add": ["NET_BIND_SERVICE"]}},
+            {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+            },
+        ),
+        (
+            RESTRICTED_CONTAINER,
+            {"capabilities": {"drop": ["NET_RAW"]}},
+            {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["NET_RAW"]}},
+        ),
+        (
+            RESTRICTED_CONTAINER,
+            {"capabilities": {"drop": None}},
+            {"allowPrivilegeEscalation": False, "capabilities": {}},
+        ),
+        (
+            RESTRICTED_CONTAINER,
+            {"allowPrivilegeEscalation": True, "readOnlyRootFilesystem": True},
+            {
+                "allowPrivilegeEscalation": True,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
+        ),
+    ],
+    ids=[
+        "none",
+        "empty",
+        "adds-fields",
+        "overrides-one-field",
+        "replaces-seccomp-whole",
+        "null-removes",
+        "capabilities-add-keeps-drop",
+        "capabilities-drop-replaced",
+        "capabilities-drop-null",
+        "container-fields-win",
+    ],
+)
+def test_merge_security_context(defaults, theirs, expected):
+    before = copy.deepcopy(defaults)
+    assert merge_security_context(defaults, theirs) == expected
+    assert defaults == before  # the module's defaults are never changed in place
+
+
+def test_template_security_context_wins_field_by_field():
+    template = {
+        "spec": {
+            "securityContext": {"runAsUser": 1000, "runAsNonRoot": False},
+            "containers": [
+                {"name": "worker", "securityContext": {"readOnlyRootFilesystem": True}},
+                {"name": "sidecar", "image": "proxy", "securityContext": {"runAsUser": 7}},
+            ],
+            "initContainers": [{"name": "fetch", "image": "busybox"}],
+        }
+    }
+    spec = build_worker_pod(make_job(template=template), 1, SETTINGS)["spec"]
+    assert spec["securityContext"] == {
+        "runAsNonRoot": False,
+        "runAsUser": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    worker, sidecar = spec["containers"]
+    assert worker["securityContext"] == {**RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True}
+    # Sidecars and init containers get the defaults too: one of them alone
+    # would make restricted admission refuse the whole pod.
+    assert sidecar["securityContext"] == {**RESTRICTED_CONTAINER, "runAsUser": 7}
+    assert spec["initContainers"][0]["securityContext"] == RESTRICTED_CONTAINER
+    assert template["spec"]["initContainers"][0] == {"name": "fetch", "image": "busybox"}
+
+
+def test_security_defaults_are_not_shared_between_pods():
+    first = build_worker_pod(make_job(), 1, SETTINGS)
+    first["spec"]["containers"][0]["securityContext"]["capabilities"]["drop"].append("X")
+    first["spec"]["securityContext"]["seccompProfile"]["type"] = "Unconfined"
+    second = build_worker_pod(make_job(), 1, SETTINGS)["spec"]
+    assert second["containers"][0]["securityContext"] == RESTRICTED_CONTAINER
+    assert second["securityContext"] == RESTRICTED_POD
