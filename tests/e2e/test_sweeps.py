@@ -126,7 +126,9 @@ def test_asha_sweep_stops_weak_trials_at_the_first_rung(
     trials = trials_of(cluster, job_ns, "asha")
     assert len(trials) == 16
     assert most <= 4, f"{most} worker pods at once"
-    stopped = [t for t in trials if t["metadata"].get("annotations", {}).get("kubetune.io/sweep-stopped")]
+    stopped = [
+        t for t in trials if t["metadata"].get("annotations", {}).get("kubetune.io/sweep-stopped")
+    ]
     at_first_rung = [
         t for t in stopped if "rung 1" in t["metadata"]["annotations"]["kubetune.io/sweep-stopped"]
     ]
@@ -245,7 +247,9 @@ def test_operator_killed_three_times_during_an_asha_sweep(
     recorded = sorted(
         (d, t["metadata"]["name"])
         for t in trials
-        for d in json.loads(t["metadata"].get("annotations", {}).get("kubetune.io/sweep-decisions", "[]"))
+        for d in json.loads(
+            t["metadata"].get("annotations", {}).get("kubetune.io/sweep-decisions", "[]")
+        )
     )
     seqs = [d[0] for d, _ in recorded]
     assert len(seqs) == len(set(seqs)), "a decision was made twice"
@@ -286,7 +290,9 @@ def test_pbt_members_continue_from_the_donors_checkpoint_with_explored_configs(
     kubectl("-n", job_ns, "apply", "-f", "-", input=yaml.safe_dump(manifest))
     wait_sweep(job_ns, "pbt", "Succeeded", 300)
     trials = trials_of(cluster, job_ns, "pbt")
-    exploited = [t for t in trials if t["metadata"].get("annotations", {}).get("kubetune.io/sweep-exploit")]
+    exploited = [
+        t for t in trials if t["metadata"].get("annotations", {}).get("kubetune.io/sweep-exploit")
+    ]
     assert exploited, "no member was exploited"
     uri = manifest["spec"]["jobTemplate"]["spec"]["storage"]["uri"]
     bucket, _, prefix = uri[len("s3://") :].partition("/")
@@ -390,7 +396,10 @@ def test_median_stopping_stops_trials_below_the_median(
     stopped = {
         t["spec"]["config"]["quality"]
         for t in trials
-        if t["metadata"].get("annotations", {}).get("kubetune.io/sweep-stopped", "").startswith("median:")
+        if t["metadata"]
+        .get("annotations", {})
+        .get("kubetune.io/sweep-stopped", "")
+        .startswith("median:")
     }
     assert stopped and stopped <= {0.1, 0.05, 0.0}, stopped  # only the weak ones
     assert sweep["status"]["best"]["config"]["quality"] == 0.9
