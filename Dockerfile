@@ -1,31 +1,58 @@
-# The one kubetune image. Two entry points:
+# The one kubetune image. Its commands:
 #   kubetune-operator  the operator (the default command; the Helm chart runs it)
 #   kubetune-worker    a job's worker pod (the operator sets it as the command)
-# Build: docker build -t kubetune:0.1.0 .
+#   kubetune           the command line (kubetune run MODULE:ATTR ...)
+# Build: docker build -t kubetune:0.1.0 .   (no daemon or registry: make image, docs/image.md)
 # Your own trainables: FROM kubetune:0.1.0, then COPY your code and pip install
-# its dependencies (torch ...); point spec.image or the chart's workerImage at it.
-FROM python:3.11-slim
+# its dependencies (torch ...): pip is the image's venv's, first on PATH; point
+# spec.image or the chart's workerImage at it.
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
+# Debian's python3 (3.11) on Debian's slim base. Where no registry is reachable,
+# `make image` makes this base from Debian's packages under exactly this name.
+# The user is numeric and non-root, so runAsNonRoot can verify it; its home
+# holds the worker's local checkpoint staging.
+FROM docker.io/library/debian:bookworm-slim AS runtime
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 ca-certificates \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/cache/debconf/*-old /var/log/apt /var/log/dpkg.log \
+ && useradd --uid 10001 --user-group --create-home --home-dir /home/kubetune kubetune \
+ && rm -f /var/log/lastlog /var/log/faillog
+
+# kubetune and its dependencies go into a venv here; only the venv reaches the final stage.
+FROM runtime AS build
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv /opt/kubetune
+ENV PATH=/opt/kubetune/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-
-# Only what the package needs, so editing tests or docs does not bust this layer.
+# pip's settings for the build's network, both optional: a CA bundle and a
+# pip.conf (e.g. an index URL). make image mounts the host's read-only for the
+# build and points these at them, so neither is ever copied into a layer.
+ARG PIP_CERT
+ARG PIP_CONFIG_FILE
+# The dependencies alone first, read from pyproject.toml: a change to the code
+# reuses this layer instead of downloading them again (README.md is the
+# package's long description).
 COPY pyproject.toml README.md /src/
+RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' \
+      > /tmp/requirements.txt \
+ && pip install --requirement /tmp/requirements.txt \
+ && rm /tmp/requirements.txt
 COPY worker/ /src/worker/
 COPY operator/ /src/operator/
-RUN pip install /src && rm -rf /src
+RUN pip install --no-deps /src
 
+FROM runtime
+COPY --from=build /opt/kubetune /opt/kubetune
+ENV PATH=/opt/kubetune/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/home/kubetune
 # The examples import as examples.<module>:<attr> from the working directory.
 WORKDIR /app
 COPY examples/ /app/examples/
 ENV PYTHONPATH=/app
-
-# A numeric non-root user, so runAsNonRoot can verify it; its home holds the
-# worker's local checkpoint staging.
-RUN useradd --uid 10001 --user-group --create-home --home-dir /home/kubetune kubetune
 USER 10001
-ENV HOME=/home/kubetune
-
 CMD ["kubetune-operator"]
