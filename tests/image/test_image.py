@@ -20,7 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_SH = REPO / "hack" / "image.sh"
-USER_ID = 10001  # the Dockerfile's user; the chart's securityContext relies on it
+USER_ID = 10001  # the Dockerfile's user: numeric, so the chart's runAsNonRoot can verify it
 
 
 def buildah(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -88,6 +88,14 @@ def test_the_image_runs_as_the_numeric_non_root_user(image: str, container: str)
     assert proc.stdout.strip() == str(USER_ID)
     proc = run_in(container, "id", "-u")
     assert proc.stdout.strip() == str(USER_ID)
+
+
+def test_the_user_cannot_change_kubetune_or_the_examples(container: str) -> None:
+    paths = "/opt/kubetune/bin /opt/kubetune/lib /app /app/examples"
+    proc = run_in(container, "sh", "-c", f"for p in {paths}; do test -w $p && echo $p; done")
+    assert proc.stdout.split() == [], "writable by the image's user"
+    # ... while its home, where the worker stages checkpoints, is its own.
+    assert run_in(container, "sh", "-c", "test -w $HOME").returncode == 0
 
 
 def test_the_final_stage_holds_no_compilers_caches_or_build_inputs(container: str) -> None:
