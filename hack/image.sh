@@ -80,6 +80,8 @@ base() {
     return
   fi
   require_root
+  # indextargets lists only what `apt-get update` fetched (none on a fresh Debian image).
+  if [[ -z "${DEBIAN_MIRROR:-}" && -z "$(host_mirror "$SUITE")" ]]; then apt-get update >&2; fi
   local mirror="${DEBIAN_MIRROR:-$(host_mirror "$SUITE")}"
   local security="${DEBIAN_SECURITY_MIRROR:-$(host_mirror "$SUITE-security")}"
   [[ -n "$mirror" ]] ||
