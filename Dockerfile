@@ -33,14 +33,15 @@ RUN apt-get update \
 ARG PIP_CERT
 ARG PIP_CONFIG_FILE
 # The dependencies alone first, read from pyproject.toml: a change to the code
-# reuses this layer instead of downloading them again (README.md is the
-# package's long description).
-COPY pyproject.toml README.md /src/
+# (or to README.md, the package's long description) reuses this layer instead
+# of downloading them again.
+COPY pyproject.toml /src/
 RUN python3 -c 'import tomllib; \
       print(*tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' \
       > /tmp/requirements.txt \
  && /opt/kubetune/bin/pip install --no-cache-dir --requirement /tmp/requirements.txt \
  && rm /tmp/requirements.txt
+COPY README.md /src/
 COPY worker/ /src/worker/
 COPY operator/ /src/operator/
 RUN /opt/kubetune/bin/pip install --no-cache-dir --no-deps /src

@@ -233,15 +233,24 @@ drop_stale() {
   done < <(bah images --all --noheading --format '{{.ID}} {{.Name}}')
   if ((${#stale[@]})); then
     log "dropping ${#stale[@]} untagged image(s) of earlier builds"
-    bah rmi "${stale[@]}" >/dev/null
+    # One still used by a container (a test's, say) stays until the next build.
+    bah rmi "${stale[@]}" >/dev/null 2>&1 || log "some were in use and stay for now"
   fi
 }
 
+# One build at a time per storage (several checkouts share it): each drops
+# what the other's cache would need.
+lock() {
+  mkdir -p "$STORAGE"
+  exec 9>"$STORAGE/build.lock"
+  flock 9
+}
+
 case "${1:-build}" in
-  build) build ;;
-  base) ensure_tools; base ;;
+  build) lock; build ;;
+  base) ensure_tools; lock; base ;;
   name) echo "$IMAGE" ;;
   buildah) shift; bah "$@" ;;
-  prune) bah rmi --all --force ;;
+  prune) lock; bah rmi --all --force ;;
   *) die "unknown command '$1'; use build, base, name, buildah ARGS or prune" ;;
 esac
