@@ -22,6 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 IMAGE_SH = REPO / "hack" / "image.sh"
 USER_ID = 10001  # the Dockerfile's user: numeric, so the chart's runAsNonRoot can verify it
 
+# The first test's setup builds the image when it is missing or stale (a few
+# minutes cold): more than the suite's default per-test timeout.
+pytestmark = pytest.mark.timeout(1800)
+
 
 def buildah(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """buildah on the project's image storage (the one `make image` builds into)."""
