@@ -39,10 +39,17 @@ unit: venv ## Fast unit tests (no cluster)
 e2e: venv cluster-up ## End-to-end tests on the real local cluster
 	$(VENV)/bin/pytest -q tests/e2e
 
-test: venv lint ## Everything CI runs: lint, unit tests, then the cluster and the end-to-end tests
+test: venv lint ## Everything CI runs: lint, unit tests, the cluster and the end-to-end tests, the image and its tests
 	$(VENV)/bin/pytest -q tests/unit
 	$(MAKE) cluster-up
 	$(VENV)/bin/pytest -q tests/e2e
+	$(MAKE) image-test
+
+image: ## Build the Dockerfile with buildah, its Debian base made here (root; cached in ~/.cache/kubetune)
+	bash hack/image.sh build
+
+image-test: venv image ## Run the built image: its commands, its user, the example trainable to a checkpoint
+	$(VENV)/bin/pytest -q tests/image
 
 cluster-build: ## Build the control plane, etcd and the S3 server (cached per version)
 	bash localcluster/build.sh all
@@ -73,4 +80,4 @@ BENCH_OPERATOR ?= current
 bench-scale: venv cluster-up ## Operator at scale on kwok nodes (BENCH_JOBS=1000,10000 BENCH_OPERATOR=current|baseline)
 	$(PY) bench/scale.py --jobs $(BENCH_JOBS) --operator $(BENCH_OPERATOR) $(BENCH_SCALE_ARGS)
 
-.PHONY: help venv examples-deps example demo lint unit e2e test cluster-build cluster-up cluster-down kueue-up kueue-down generate bench bench-scale
+.PHONY: help venv examples-deps example demo lint unit e2e test image image-test cluster-build cluster-up cluster-down kueue-up kueue-down generate bench bench-scale
