@@ -133,6 +133,23 @@ def worker_pod_name(job_name: str, attempt: int) -> str:
     return f"{job_name}-worker-{attempt}"
 
 
+# A waiting container's reasons (the kubelet's) that say it cannot start until
+# something outside the pod changes: a Secret or ConfigMap created, an image
+# pushed or its name fixed. Each may heal, so none fails the job; ContainerCreating
+# and PodInitializing are a start in progress, not a problem.
+CANNOT_START_REASONS = frozenset(
+    {
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "RunContainerError",
+    }
+)
+
+
 @dataclass(frozen=True)
 class PodView:
     """What the operator needs to know about one worker pod."""
@@ -147,6 +164,10 @@ class PodView:
     disrupted: bool = False  # a DisruptionTarget condition: evicted or preempted
     disruption_message: str = ""
     unschedulable_message: str = ""
+    # Why the worker container cannot start, in the kubelet's words (a missing
+    # Secret, an image that does not pull); "" while it starts or runs.
+    waiting_reason: str = ""
+    waiting_message: str = ""
 
     @property
     def finished(self) -> bool:
@@ -163,9 +184,14 @@ class PodView:
         if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
             unschedulable = scheduled.get("message") or "no node fits the worker's requests"
         exit_code, exit_reason, exit_message = None, "", ""
+        waiting_reason, waiting_message = "", ""
         for cs in status.get("containerStatuses") or []:
             if cs.get("name") != WORKER_CONTAINER:
                 continue
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in CANNOT_START_REASONS:
+                waiting_reason = str(waiting["reason"])
+                waiting_message = str(waiting.get("message") or "").strip()
             terminated = (cs.get("state") or {}).get("terminated")
             if terminated:
                 exit_code = terminated.get("exitCode")
@@ -182,6 +208,8 @@ class PodView:
             disrupted=disruption.get("status") == "True",
             disruption_message=disruption.get("message") or disruption.get("reason") or "",
             unschedulable_message=unschedulable,
+            waiting_reason=waiting_reason,
+            waiting_message=waiting_message,
         )
 
 

@@ -335,9 +335,28 @@ def compute_decision(
             )
     elif current.unschedulable_message:
         b.phase(Phase.PENDING, Reason.UNSCHEDULABLE, current.unschedulable_message)
+    elif current.waiting_reason:
+        _cannot_start(b, current)
     else:
         b.phase(Phase.PENDING, Reason.STARTING, f"starting worker pod {current.name}")
     return d
+
+
+def _cannot_start(b: _Builder, pod: PodView) -> None:
+    """The worker container waits on something outside the pod (a missing Secret
+    or ConfigMap, an image that does not pull): the job stays Pending and says
+    so, in the kubelet's reason, with an event whenever that reason or its
+    message changes. It never fails for it: a Secret created later heals it."""
+    before = get_condition(b.st["conditions"], Cond.RUNNING) or {}
+    detail = f": {pod.waiting_message}" if pod.waiting_message else ""
+    message = (
+        f"worker pod {pod.name} cannot start ({pod.waiting_reason}{detail}); "
+        "it starts once that is fixed"
+    )
+    b.st["phase"] = Phase.PENDING.value  # the Warning below is this change's one event
+    b.phase(Phase.PENDING, pod.waiting_reason, message)
+    if (before.get("reason"), before.get("message")) != (pod.waiting_reason, message[:1024]):
+        b.event("Warning", pod.waiting_reason, message)
 
 
 def refuse_pod_decision(job: JobView, message: str, now: datetime) -> Decision:
