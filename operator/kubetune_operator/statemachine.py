@@ -20,6 +20,7 @@ Invariants (each test-covered in tests/unit/test_statemachine.py):
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -77,8 +78,10 @@ def cap_result(result: dict[str, Any]) -> dict[str, Any]:
         if len(capped) >= MAX_RESULT_KEYS:
             break
         if isinstance(value, bool) or value is None or isinstance(value, int | float):
-            if isinstance(value, float) and value != value:  # NaN is not valid JSON
-                value = None
+            if isinstance(value, float) and not math.isfinite(value):
+                value = None  # NaN and the infinities are not JSON: the API refuses them
+            elif not isinstance(value, bool) and isinstance(value, int) and abs(value) >= 2**63:
+                value = None  # beyond int64, what the API stores
             capped[str(key)[:MAX_RESULT_STRING]] = value
         elif isinstance(value, str):
             capped[str(key)[:MAX_RESULT_STRING]] = value[:MAX_RESULT_STRING]
@@ -181,6 +184,7 @@ class _Builder:
 def _apply_progress(b: _Builder, progress: Progress | None) -> None:
     if progress is None or (progress.run_id and progress.run_id != b.job.uid):
         return  # another run's file: never mix it into this job's status
+    progress, _ = progress.within(b.job.run_uri)  # storageio logs what it drops
     st = b.st
     st["iteration"] = progress.iteration
     if progress.last_result:

@@ -30,8 +30,8 @@ from kubetune.display import summarize
 from kubetune.drive_function import FunctionDriver
 from kubetune.errors import InvalidCheckpoint, InvalidTrainable, KubetuneError, StepResultError
 from kubetune.errors import one_line as _one_line
-from kubetune.metric_names import missing_metric
 from kubetune.function import FunctionTrainable, _Session, _set_session
+from kubetune.metric_names import missing_metric
 from kubetune.outcome import (
     Outcome,
     RunOptions,
