@@ -44,6 +44,7 @@ from kubetune_operator.model import (
     is_terminal,
     worker_pod_name,
 )
+from kubetune_operator.template_check import template_problem
 
 MAX_RESULT_KEYS = 30
 MAX_RESULT_STRING = 256
@@ -255,7 +256,7 @@ def compute_decision(
         b.finish(False, Reason.INVALID_CHECKPOINT, restore_error)
         return d
 
-    code_error = shipped_code_error(job)
+    code_error = shipped_code_error(job) or template_problem(job.spec.get("template"))
     if code_error:
         if current is not None and not current.finished and not current.deleting:
             d.delete_pods.append(current.name)
