@@ -218,7 +218,7 @@ async def _cut_off(world: World) -> None:
     await site.start()
     port = runner.addresses[0][1]
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
         head = (
             f"POST {PATH} HTTP/1.1\r\nHost: op\r\nAuthorization: Bearer tok-a\r\n"
             "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
