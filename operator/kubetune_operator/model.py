@@ -7,6 +7,7 @@ plain dicts so the state machine can be tested without a cluster.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from dataclasses import dataclass, field
@@ -133,6 +134,23 @@ def worker_pod_name(job_name: str, attempt: int) -> str:
     return f"{job_name}-worker-{attempt}"
 
 
+# A waiting container's reasons (the kubelet's) that say it cannot start until
+# something outside the pod changes: a Secret or ConfigMap created, an image
+# pushed or its name fixed. Each may heal, so none fails the job; ContainerCreating
+# and PodInitializing are a start in progress, not a problem.
+CANNOT_START_REASONS = frozenset(
+    {
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "RunContainerError",
+    }
+)
+
+
 @dataclass(frozen=True)
 class PodView:
     """What the operator needs to know about one worker pod."""
@@ -147,6 +165,10 @@ class PodView:
     disrupted: bool = False  # a DisruptionTarget condition: evicted or preempted
     disruption_message: str = ""
     unschedulable_message: str = ""
+    # Why the worker container cannot start, in the kubelet's words (a missing
+    # Secret, an image that does not pull); "" while it starts or runs.
+    waiting_reason: str = ""
+    waiting_message: str = ""
 
     @property
     def finished(self) -> bool:
@@ -163,9 +185,14 @@ class PodView:
         if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
             unschedulable = scheduled.get("message") or "no node fits the worker's requests"
         exit_code, exit_reason, exit_message = None, "", ""
+        waiting_reason, waiting_message = "", ""
         for cs in status.get("containerStatuses") or []:
             if cs.get("name") != WORKER_CONTAINER:
                 continue
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in CANNOT_START_REASONS:
+                waiting_reason = str(waiting["reason"])
+                waiting_message = str(waiting.get("message") or "").strip()
             terminated = (cs.get("state") or {}).get("terminated")
             if terminated:
                 exit_code = terminated.get("exitCode")
@@ -182,6 +209,8 @@ class PodView:
             disrupted=disruption.get("status") == "True",
             disruption_message=disruption.get("message") or disruption.get("reason") or "",
             unschedulable_message=unschedulable,
+            waiting_reason=waiting_reason,
+            waiting_message=waiting_message,
         )
 
 
@@ -214,18 +243,40 @@ class Progress:
         if not isinstance(kept, list):
             raise TypeError("checkpoints is not a list")
         run_id = data.get("run_id")
+        updated = data.get("updated")
         return cls(
             run_id=None if run_id is None else str(run_id)[:128],
             state=str(data.get("state") or "")[:32],
-            iteration=int(data.get("iteration") or 0),
+            iteration=count(data.get("iteration"), "iteration"),
             last_result=last,
             latest_checkpoint=checkpoint_entry(data.get("latest_checkpoint")),
             best_checkpoint=checkpoint_entry(data.get("best_checkpoint")),
             checkpoints=[c for c in map(checkpoint_entry, kept[-MAX_CHECKPOINT_ENTRIES:]) if c],
             reason=str(data.get("reason") or "")[:128],
             message=str(data.get("message") or "")[:1024],
-            updated=float(data["updated"]) if data.get("updated") is not None else None,
+            updated=None if updated is None else unix_time(updated, "updated"),
         )
+
+    def within(self, run_uri: str) -> tuple[Progress, list[str]]:
+        """This progress without checkpoint entries outside the job's own folder
+        (`<run_uri>/checkpoint_<digits>`), and the paths it dropped: status never
+        points a restore or a download at another run's (or anyone's) files."""
+        dropped: list[str] = []
+
+        def own(entry: dict[str, Any] | None) -> dict[str, Any] | None:
+            if entry is None or is_own_checkpoint(run_uri, entry.get("path")):
+                return entry
+            dropped.append(str(entry.get("path")))
+            return None
+
+        kept = [c for c in self.checkpoints if own(c)]
+        cleaned = dataclasses.replace(
+            self,
+            latest_checkpoint=own(self.latest_checkpoint),
+            best_checkpoint=own(self.best_checkpoint),
+            checkpoints=kept,
+        )
+        return cleaned, list(dict.fromkeys(dropped))
 
 
 MAX_CHECKPOINT_ENTRIES = 10
@@ -239,12 +290,49 @@ def checkpoint_entry(value: Any) -> dict[str, Any] | None:
         raise TypeError("a checkpoint entry is not an object")
     entry: dict[str, Any] = {
         "path": str(value.get("path") or "")[:1024],
-        "iteration": max(0, int(value.get("iteration") or 0)),
+        "iteration": count(value.get("iteration"), "a checkpoint's iteration"),
     }
     when = value.get("time")
     if isinstance(when, str) and _RFC3339.fullmatch(when):
         entry["time"] = when
     return entry
+
+
+# Status integers are int64 and JSON numbers doubles: counts above 2**53 are
+# not ones a worker reached, and the API would refuse or round them.
+MAX_COUNT = 2**53
+
+
+def count(value: Any, what: str) -> int:
+    """A non-negative integer from an untrusted document (None is 0); ValueError
+    naming the field otherwise (a float, a string, NaN, a negative number)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise ValueError(f"{what} must be an integer from 0 to 2**53, not {value!r:.40}")
+    return value
+
+
+def unix_time(value: Any, what: str) -> float:
+    """Unix seconds from an untrusted document: a finite, non-negative number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a number of seconds, not {value!r:.40}")
+    if not 0 <= value <= 1e11:  # also refuses NaN and the infinities
+        raise ValueError(f"{what} is not a time: {value!r:.40}")
+    return float(value)
+
+
+_CHECKPOINT_NAME = re.compile(r"checkpoint_\d{6,}")
+
+
+def is_own_checkpoint(run_uri: str, path: Any) -> bool:
+    """Whether path is a checkpoint folder directly in the run folder run_uri."""
+    base = run_uri.rstrip("/") + "/"
+    return (
+        isinstance(path, str)
+        and path.startswith(base)
+        and _CHECKPOINT_NAME.fullmatch(path[len(base) :]) is not None
+    )
 
 
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")

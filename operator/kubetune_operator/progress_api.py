@@ -217,6 +217,10 @@ class ProgressReceiver:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._refuse(who, Verdict(413, "too_large", f"at most {MAX_BODY} bytes"))
+        except ConnectionError:
+            # The worker went away mid-report (its pod deleted or killed): its
+            # progress file in S3 still holds what it had; nobody waits for an answer.
+            return self._refuse(who, Verdict(400, "cut_off", "the report was cut off"))
         verdict, doc = check_report(pod, raw)
         if doc is None:
             return self._refuse(who, verdict)

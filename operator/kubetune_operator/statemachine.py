@@ -20,6 +20,7 @@ Invariants (each test-covered in tests/unit/test_statemachine.py):
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -43,6 +44,7 @@ from kubetune_operator.model import (
     is_terminal,
     worker_pod_name,
 )
+from kubetune_operator.template_check import template_problem
 
 MAX_RESULT_KEYS = 30
 MAX_RESULT_STRING = 256
@@ -77,8 +79,10 @@ def cap_result(result: dict[str, Any]) -> dict[str, Any]:
         if len(capped) >= MAX_RESULT_KEYS:
             break
         if isinstance(value, bool) or value is None or isinstance(value, int | float):
-            if isinstance(value, float) and value != value:  # NaN is not valid JSON
-                value = None
+            if isinstance(value, float) and not math.isfinite(value):
+                value = None  # NaN and the infinities are not JSON: the API refuses them
+            elif not isinstance(value, bool) and isinstance(value, int) and abs(value) >= 2**63:
+                value = None  # beyond int64, what the API stores
             capped[str(key)[:MAX_RESULT_STRING]] = value
         elif isinstance(value, str):
             capped[str(key)[:MAX_RESULT_STRING]] = value[:MAX_RESULT_STRING]
@@ -181,6 +185,7 @@ class _Builder:
 def _apply_progress(b: _Builder, progress: Progress | None) -> None:
     if progress is None or (progress.run_id and progress.run_id != b.job.uid):
         return  # another run's file: never mix it into this job's status
+    progress, _ = progress.within(b.job.run_uri)  # storageio logs what it drops
     st = b.st
     st["iteration"] = progress.iteration
     if progress.last_result:
@@ -251,7 +256,7 @@ def compute_decision(
         b.finish(False, Reason.INVALID_CHECKPOINT, restore_error)
         return d
 
-    code_error = shipped_code_error(job)
+    code_error = shipped_code_error(job) or template_problem(job.spec.get("template"))
     if code_error:
         if current is not None and not current.finished and not current.deleting:
             d.delete_pods.append(current.name)
@@ -335,9 +340,28 @@ def compute_decision(
             )
     elif current.unschedulable_message:
         b.phase(Phase.PENDING, Reason.UNSCHEDULABLE, current.unschedulable_message)
+    elif current.waiting_reason:
+        _cannot_start(b, current)
     else:
         b.phase(Phase.PENDING, Reason.STARTING, f"starting worker pod {current.name}")
     return d
+
+
+def _cannot_start(b: _Builder, pod: PodView) -> None:
+    """The worker container waits on something outside the pod (a missing Secret
+    or ConfigMap, an image that does not pull): the job stays Pending and says
+    so, in the kubelet's reason, with an event whenever that reason or its
+    message changes. It never fails for it: a Secret created later heals it."""
+    before = get_condition(b.st["conditions"], Cond.RUNNING) or {}
+    detail = f": {pod.waiting_message}" if pod.waiting_message else ""
+    message = (
+        f"worker pod {pod.name} cannot start ({pod.waiting_reason}{detail}); "
+        "it starts once that is fixed"
+    )
+    b.st["phase"] = Phase.PENDING.value  # the Warning below is this change's one event
+    b.phase(Phase.PENDING, pod.waiting_reason, message)
+    if (before.get("reason"), before.get("message")) != (pod.waiting_reason, message[:1024]):
+        b.event("Warning", pod.waiting_reason, message)
 
 
 def refuse_pod_decision(job: JobView, message: str, now: datetime) -> Decision:

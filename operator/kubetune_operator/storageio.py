@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from typing import Any
 
 from kubetune.checkpoints import CheckpointError, RunStore, open_checkpoint
@@ -80,10 +81,31 @@ def read_progress(job: JobView, credentials: dict[str, str] | None) -> Progress 
     (status then keeps what it had: it never goes back to a less true value)."""
     try:
         raw: dict[str, Any] | None = run_store(job, credentials).read_progress()
-        return Progress.from_dict(raw) if raw else None
+        progress = Progress.from_dict(raw) if raw else None
     except (StorageError, ValueError, TypeError, json.JSONDecodeError) as exc:
         log.warning("cannot read progress of %s/%s: %s", job.namespace, job.name, exc)
         return None
+    if progress is None:
+        return None
+    if progress.run_id and progress.run_id != job.uid:
+        log.warning(
+            "progress of %s/%s is another run's (run id %r, not %s): ignored",
+            job.namespace,
+            job.name,
+            progress.run_id,
+            job.uid,
+        )
+        return None
+    progress, dropped = progress.within(job.run_uri)
+    if dropped:
+        log.warning(
+            "progress of %s/%s names checkpoints outside %s, ignored: %s",
+            job.namespace,
+            job.name,
+            job.run_uri,
+            ", ".join(repr(p[:200]) for p in dropped[:3]),
+        )
+    return progress
 
 
 def check_restore_from(job: JobView, credentials: dict[str, str] | None) -> str | None:
@@ -102,13 +124,53 @@ def check_restore_from(job: JobView, credentials: dict[str, str] | None) -> str 
 def read_trial_results(job: JobView, credentials: dict[str, str] | None) -> list[dict[str, Any]]:
     """A sweep trial's results (each iteration once); [] when there are none yet
     or storage fails (the decision waits for the next change)."""
-    from kubetune.results import read_results
+    from kubetune.results import read_result_bytes
 
     try:
-        return read_results(run_store(job, credentials).storage)
+        data = read_result_bytes(run_store(job, credentials).storage)
     except (StorageError, ValueError) as exc:
         log.warning("cannot read results of %s/%s: %s", job.namespace, job.name, exc)
         return []
+    results, bad = parse_result_lines(data)
+    if bad:
+        log.warning(
+            "results of %s/%s: %d line(s) are not JSON objects and were skipped",
+            job.namespace,
+            job.name,
+            bad,
+        )
+    return results
+
+
+def parse_result_lines(data: bytes) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects of a result.json, one per line, and how many lines were
+    something else (damaged, or written by another program): skipped, so one
+    bad line never hides the others."""
+    results: list[dict[str, Any]] = []
+    bad = 0
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except (ValueError, RecursionError):
+            bad += 1
+            continue
+        if isinstance(doc, dict) and _iteration_ok(doc.get("training_iteration")):
+            results.append(doc)
+        else:
+            bad += 1
+    return results, bad
+
+
+def _iteration_ok(value: Any) -> bool:
+    """A result's training_iteration, when it has one, is a finite number >= 0
+    (the sweep's schedulers count with it)."""
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and value >= 0
 
 
 def write_object(

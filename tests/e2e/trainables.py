@@ -62,3 +62,32 @@ class Scored(kubetune.Trainable):
 
     def load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.restored_from = checkpoint["trained"]
+
+
+def counting(config: dict[str, Any]) -> None:
+    """A training function: reports `loss` forever (until a stop criterion or a
+    signal ends it); config: sleep (s per report)."""
+    sleep = float(config.get("sleep", 0.01))
+    i = 0
+    while True:
+        i += 1
+        time.sleep(sleep)
+        kubetune.report({"loss": 1.0 / i})
+
+
+class Echo(kubetune.Trainable):
+    """Reports config["label"] back as a metric, for tests of what a config's
+    values (Unicode, long strings) become in results and status."""
+
+    def setup(self, config: dict[str, Any]) -> None:
+        self.label = str(config.get("label", ""))
+
+    def step(self) -> dict[str, Any]:
+        time.sleep(0.05)
+        return {"label": self.label, "score": float(self.iteration + 1)}
+
+    def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
+        return {"label": self.label}
+
+    def load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.label = checkpoint["label"]

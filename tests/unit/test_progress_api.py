@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import time
 from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from kubetune_operator.cache import ClusterCache, WorkerPod
@@ -204,3 +206,37 @@ def test_rate_limiter_refills() -> None:
     assert [rl.allow("p") for _ in range(3)] == [True, True, False]
     now[0] += 0.5
     assert rl.allow("p") and not rl.allow("p")
+
+
+async def _cut_off(world: World) -> None:
+    receiver = ProgressReceiver(world.cache, world.review, world.on_report)
+    # As the operator serves it (handlers.py): a lost client does not cancel the
+    # handler, which then meets the cut in request.read().
+    runner = web.AppRunner(receiver.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = (
+            f"POST {PATH} HTTP/1.1\r\nHost: op\r\nAuthorization: Bearer tok-a\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        )
+        writer.write(head.encode() + b'{"run_id": "job-a", ')
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.close()  # the worker's pod is killed mid-report
+        await asyncio.sleep(0.3)
+    finally:
+        await runner.cleanup()
+
+
+def test_a_report_cut_off_mid_body_is_refused_quietly(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        asyncio.run(_cut_off(world))
+    assert world.reports == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert "the report was cut off" in caplog.text

@@ -294,20 +294,12 @@ def test_a_checkpoint_that_fails_to_load(proj):
     assert "fails to load: ValueError: shape mismatch" in last_line(done.stderr)
 
 
-def test_unknown_stop_key_only_warns(proj):
-    done = kubetune(
-        proj,
-        "fixtures_sdk:Slow",
-        "--storage",
-        "r",
-        "--stop",
-        "training_iteration=3",
-        "--stop",
-        "acc=0.9",
-    )
-    assert done.returncode == 0
-    assert "stop criterion 'acc' is not in the results" in done.stderr
-    assert done.stderr.count("'acc'") == 1
+def test_a_misspelt_stop_key_ends_the_run_at_once(proj):
+    done = kubetune(proj, "fixtures_sdk:Slow", "--storage", "r", "--stop", "training_iterations=3")
+    assert done.returncode == protocol.EXIT_USAGE
+    line = last_line(done.stderr)
+    assert "stop criterion 'training_iterations' is not in the first result" in line
+    assert "did you mean 'training_iteration'?" in line
 
 
 def test_function_and_storage_default(proj):

@@ -99,12 +99,66 @@ def test_done_from_the_trainable_stops(tmp_path):
     assert go(tmp_path, Done).metrics["training_iteration"] == 3
 
 
-def test_unknown_stop_key_warns_once_naming_it(tmp_path, caplog):
+def test_a_misspelt_stop_key_fails_at_the_first_result_naming_the_keys(tmp_path):
+    out = go(tmp_path, stop={"training_iterations": 3})
+    assert out.state == "failed" and out.exit_code == protocol.EXIT_USAGE
+    assert out.reason == "InvalidSettings" and out.iteration == 0
+    assert "stop criterion 'training_iterations' is not in the first result" in out.message
+    assert "did you mean 'training_iteration'?" in out.message
+    assert "nested/acc" in out.message and "score" in out.message  # the keys it has
+
+
+def test_any_missing_stop_key_fails_even_beside_a_good_one(tmp_path):
+    out = go(tmp_path, stop={"no_such_metric": 1, "training_iteration": 4})
+    assert out.exit_code == protocol.EXIT_USAGE and "'no_such_metric'" in out.message
+
+
+def test_a_stop_key_dropped_after_the_first_result_warns_once(tmp_path, caplog):
+    class Sometimes(Model):
+        def step(self):
+            result = super().step()
+            if self.iteration % 2:  # only the odd iterations carry "value"
+                del result["value"]
+            return result
+
     with caplog.at_level(logging.WARNING, logger="kubetune"):
-        out = go(tmp_path, stop={"no_such_metric": 1, "training_iteration": 4})
-    assert out.ok and out.metrics["training_iteration"] == 4
-    warnings = [r.getMessage() for r in caplog.records if "no_such_metric" in r.getMessage()]
-    assert len(warnings) == 1 and "score" in warnings[0]
+        out = go(tmp_path, Sometimes, stop={"value": 5})
+    assert out.ok and out.metrics["training_iteration"] == 5
+    warnings = [r.getMessage() for r in caplog.records if "'value'" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_a_function_with_a_misspelt_stop_key_fails(tmp_path):
+    def train(config):
+        for i in range(10_000):
+            kubetune.report({"loss": 1.0 / (i + 1)})
+
+    out = go(tmp_path, train, stop={"los": 0.5})
+    assert out.exit_code == protocol.EXIT_USAGE and out.iteration <= 1
+    assert "did you mean 'loss'?" in out.message
+
+
+def test_a_score_attribute_missing_from_the_first_checkpoint_fails_keeping_it(tmp_path):
+    out = go(
+        tmp_path,
+        stop={"training_iteration": 10},
+        checkpoint={"frequency": 2, "num_to_keep": 1, "score_attribute": "acc"},
+    )
+    assert out.exit_code == protocol.EXIT_USAGE and out.iteration == 2
+    assert "checkpoint score attribute 'acc' is not in the first checkpoint's result" in (
+        out.message
+    )
+    assert "did you mean 'nested/acc'?" in out.message
+    assert [c.iteration for c in out.checkpoints] == [2]  # saved before the run ended
+
+
+def test_a_nested_score_attribute_is_found(tmp_path):
+    out = go(
+        tmp_path,
+        stop={"training_iteration": 4},
+        checkpoint={"frequency": 1, "num_to_keep": 1, "score_attribute": "nested/acc"},
+    )
+    assert out.ok and out.best_checkpoint is not None
 
 
 def test_a_stopper_object(tmp_path):

@@ -19,6 +19,7 @@ from kubetune.display import LiveLine, PlainLines, Reporter, make_reporter, summ
 from kubetune.persist import Persister, ResultEncoder
 from kubetune.results import read_result_bytes
 from kubetune.storage import Storage, StorageError
+from kubetune.storage.base import check_limit
 
 
 @pytest.fixture(autouse=True)
@@ -94,8 +95,9 @@ class MemoryStorage(Storage):
     def check(self) -> None:
         pass
 
-    def read_bytes(self, path: str) -> bytes | None:
-        return self.objects.get(path)
+    def read_bytes(self, path: str, limit: int | None = None) -> bytes | None:
+        data = self.objects.get(path)
+        return None if data is None else check_limit(path, data, limit)
 
     def write_bytes(self, path: str, data: bytes) -> None:
         self._tick()

@@ -72,9 +72,9 @@ class Counting(LocalStorage):
             self.assembled_bytes += len(data)
         super().write_bytes(path, data)
 
-    def read_bytes(self, path: str) -> bytes | None:
+    def read_bytes(self, path: str, limit: int | None = None) -> bytes | None:
         self.reads.append(path)
-        return super().read_bytes(path)
+        return super().read_bytes(path, limit)
 
     def append_bytes(self, path: str, data: bytes) -> None:
         raise AssertionError("no appends on an S3-like store")

@@ -31,7 +31,7 @@ from kubetune.protocol import (
     RUN_FILE,
     checkpoint_dirname,
 )
-from kubetune.storage import Storage, StorageError, open_storage
+from kubetune.storage import ObjectTooLarge, Storage, StorageError, open_storage
 
 __all__ = [
     "CheckpointError",
@@ -49,6 +49,16 @@ MANIFEST_KIND = "kubetune-checkpoint"
 MANIFEST_VERSION = 1
 _CHECKPOINT_DIR = re.compile(r"checkpoint_(\d{6,})")
 _MAX_METRIC_STR = 256  # strings longer than this are not scores; keep manifests small
+# Storage content is untrusted: files kubetune writes small are read only up to
+# a bound far above what it writes, so a huge or hostile object costs its reader
+# (the worker, the operator) no more than that. A manifest lists every file of
+# a checkpoint (~60 bytes each): 16 MiB is over 250,000 files.
+MAX_RUN_FILE_BYTES = 64 * 1024
+MAX_PROGRESS_BYTES = 1024 * 1024
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+# Manifest times are unix seconds; outside this range a time is not one the
+# worker wrote (and turning it into a date would fail).
+_MAX_MANIFEST_TIME = 253402300799.0  # 9999-12-31T23:59:59Z
 
 
 class CheckpointError(Exception):
@@ -118,7 +128,7 @@ def parse_manifest(raw: bytes) -> dict[str, Any] | None:
     """The manifest if it is well formed, else None."""
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(doc, dict) or doc.get("kind") != MANIFEST_KIND:
         return None
@@ -126,6 +136,8 @@ def parse_manifest(raw: bytes) -> dict[str, Any] | None:
     if isinstance(it, bool) or not isinstance(it, int) or it < 0:
         return None
     if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+        return None
+    if not (0 <= ts <= _MAX_MANIFEST_TIME):  # also refuses NaN and the infinities
         return None
     if not isinstance(metrics, dict) or not isinstance(files, list):
         return None
@@ -216,7 +228,7 @@ class RunStore:
     def claim(self, run_id: str | None) -> None:
         """Mark the folder as this run's; RunConflictError if another run owns it.
         run_id None is a local run: it claims an unclaimed folder and never refuses."""
-        raw = self.storage.read_bytes(RUN_FILE)
+        raw = self._read_run_file()
         if raw is None:
             if run_id is not None and self._has_unowned_content():
                 raise RunConflictError(
@@ -228,7 +240,7 @@ class RunStore:
             if self.storage.write_bytes_if_absent(RUN_FILE, data):
                 self.run_id = doc["run_id"]
                 return
-            raw = self.storage.read_bytes(RUN_FILE)  # another process won the race
+            raw = self._read_run_file()  # another process won the race
             if raw is None:
                 raise StorageError(f"{self.storage.child_uri(RUN_FILE)} vanished while claimed")
         owner, created = _parse_run_file(raw)
@@ -240,6 +252,14 @@ class RunStore:
             f"created {created or 'unknown'}), not {run_id}: delete or move that folder, "
             "or give the job another name or storage.uri"
         )
+
+    def _read_run_file(self) -> bytes | None:
+        """run.json's bytes; one over its bound reads as b"" (an unreadable owner)."""
+        try:
+            return self.storage.read_bytes(RUN_FILE, limit=MAX_RUN_FILE_BYTES)
+        except ObjectTooLarge as exc:
+            log.warning("%s", exc)
+            return b""
 
     def _has_unowned_content(self) -> bool:
         if self.storage.exists(PARAMS_FILE) or self.storage.exists(RESULT_FILE):
@@ -269,14 +289,24 @@ class RunStore:
         return read_results(self.storage)
 
     def read_progress(self) -> dict[str, Any] | None:
-        raw = self.storage.read_bytes(PROGRESS_FILE)
+        """The progress document, or None when there is none or it is not one
+        (too large, not JSON, not an object): logged once per read, never raised."""
+        try:
+            raw = self.storage.read_bytes(PROGRESS_FILE, limit=MAX_PROGRESS_BYTES)
+        except ObjectTooLarge as exc:
+            log.warning("%s", exc)
+            return None
         if raw is None:
             return None
         try:
             doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            log.warning("%s is not JSON (%s): ignored", self.storage.child_uri(PROGRESS_FILE), exc)
             return None
-        return doc if isinstance(doc, dict) else None
+        if not isinstance(doc, dict):
+            log.warning("%s is not a JSON object: ignored", self.storage.child_uri(PROGRESS_FILE))
+            return None
+        return doc
 
     # checkpoints
 
@@ -370,8 +400,26 @@ class RunStore:
     def _manifest(self, name: str, size: int) -> dict[str, Any] | None:
         key = (name, size)
         if key not in self._manifests:
-            raw = self.storage.read_bytes(f"{name}/{CHECKPOINT_MANIFEST}")
-            self._manifests[key] = parse_manifest(raw) if raw is not None else None
+            if size > MAX_MANIFEST_BYTES:
+                log.warning(
+                    "checkpoint %s has a %d-byte manifest, over %d: not kubetune's; ignoring it",
+                    name,
+                    size,
+                    MAX_MANIFEST_BYTES,
+                )
+                self._manifests[key] = None
+                return None
+            try:
+                raw = self.storage.read_bytes(
+                    f"{name}/{CHECKPOINT_MANIFEST}", limit=MAX_MANIFEST_BYTES
+                )
+            except ObjectTooLarge as exc:  # rewritten since the listing
+                log.warning("%s", exc)
+                raw = None
+            manifest = parse_manifest(raw) if raw is not None else None
+            if raw is not None and manifest is None:
+                log.warning("checkpoint %s has a damaged manifest; ignoring it", name)
+            self._manifests[key] = manifest
         return self._manifests[key]
 
     def _scan(self) -> tuple[list[CheckpointInfo], list[tuple[str, int]]]:
@@ -427,7 +475,10 @@ def _split_uri(
 
 
 def _verify(storage: Storage, name: str, uri: str) -> dict[str, Any]:
-    raw = storage.read_bytes(f"{name}/{CHECKPOINT_MANIFEST}")
+    try:
+        raw = storage.read_bytes(f"{name}/{CHECKPOINT_MANIFEST}", limit=MAX_MANIFEST_BYTES)
+    except ObjectTooLarge:
+        raw = b""  # parses as a damaged manifest below
     if raw is None:
         if storage.list_files(name):
             raise CheckpointError(
@@ -439,6 +490,9 @@ def _verify(storage: Storage, name: str, uri: str) -> dict[str, Any]:
             "e.g. the job's status.latestCheckpoint"
         )
     manifest = parse_manifest(raw)
+    named = _CHECKPOINT_DIR.fullmatch(name)
+    if manifest is not None and named and int(named.group(1)) != manifest["iteration"]:
+        manifest = None  # another folder's manifest, copied here: it vouches for nothing
     if manifest is None:
         raise CheckpointError(
             f"checkpoint {uri} is damaged (its {CHECKPOINT_MANIFEST} does not parse); "
@@ -502,12 +556,17 @@ def _now3339() -> str:
 def _parse_run_file(raw: bytes) -> tuple[str | None, str | None]:
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None, None
     if not isinstance(doc, dict):
         return None, None
     owner, created = doc.get("run_id"), doc.get("created")
-    return (
-        owner if isinstance(owner, str) else None,
-        created if isinstance(created, str) else None,
-    )
+    return _short_text(owner), _short_text(created)
+
+
+def _short_text(value: Any) -> str | None:
+    """A run id or time as kubetune writes them: one short printable line (they
+    reach error messages and status); anything else reads as unreadable."""
+    if isinstance(value, str) and 0 < len(value) <= 128 and value.isprintable():
+        return value
+    return None

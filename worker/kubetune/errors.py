@@ -23,6 +23,13 @@ class InvalidSettings(KubetuneError, ValueError):
     exit_code = protocol.EXIT_USAGE
 
 
+class MissingMetric(InvalidSettings):
+    """A setting names a metric (a stop criterion, the checkpoint score attribute)
+    that the trainable's results do not carry, so the setting could never act:
+    the run ends at the first result that shows it, as Ray's trial runner did,
+    instead of training (and holding its GPU) forever."""
+
+
 class InvalidTrainable(KubetuneError):
     """MODULE:ATTR does not import, or is neither a Trainable nor a function, or
     step() broke the contract (returned a non-dict)."""

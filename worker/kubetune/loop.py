@@ -31,6 +31,7 @@ from kubetune.drive_function import FunctionDriver
 from kubetune.errors import InvalidCheckpoint, InvalidTrainable, KubetuneError, StepResultError
 from kubetune.errors import one_line as _one_line
 from kubetune.function import FunctionTrainable, _Session, _set_session
+from kubetune.metric_names import missing_metric
 from kubetune.outcome import (
     Outcome,
     RunOptions,
@@ -91,7 +92,7 @@ class Runner(FunctionDriver):
         self._fatal: BaseException | None = None
         self._next_tick = 0.0
         self._next_progress = 0.0
-        self._warned_score = False
+        self._score_seen = False  # the score attribute was in a checkpoint's result
         self._error: BaseException | None = None
         self._session: _Session | None = None
         self._ft: FunctionTrainable | None = None
@@ -394,12 +395,14 @@ class Runner(FunctionDriver):
         self.book.sort(key=lambda c: c.iteration)
         cfg = self.opts.checkpoint
         attr = cfg.checkpoint_score_attribute
-        if attr and not self._warned_score and not lookup(info.metrics, attr)[0]:
-            self._warned_score = True
-            self.reporter.event(
-                f"checkpoint score attribute {attr!r} is not in the results: such checkpoints "
-                "rank below scored ones when pruning; check the name"
-            )
+        if attr and result and not self._score_seen:
+            if not lookup(info.metrics, attr)[0]:
+                # Checked after the commit, so the checkpoint is kept for a restore
+                # once the name is fixed; before any pruning ranks by it.
+                raise missing_metric(
+                    "checkpoint score attribute", attr, result, "the first checkpoint's result"
+                )
+            self._score_seen = True
         if cfg.num_to_keep:
             deleted = {
                 c.iteration for c in self.store.prune(cfg.num_to_keep, attr, cfg.score_order)

@@ -1,6 +1,8 @@
 """Stop criteria with Ray Tune's semantics: a dict stops when any
 `result[key] >= value` (keys matched on the flattened result), `done` always
-stops, a callable `fn(trial_id, result)` or a `Stopper` decides for itself."""
+stops, a callable `fn(trial_id, result)` or a `Stopper` decides for itself.
+A dict key missing from the first result ends the run with MissingMetric, as
+Ray's trial runner did: such a criterion could never stop it."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubetune.errors import InvalidSettings, describe
+from kubetune.metric_names import missing_metric
 from kubetune.result import lookup
 
 logger = logging.getLogger("kubetune")
@@ -68,6 +71,7 @@ class StopCriteria:
         self._dict: list[tuple[str, float | int]] = []
         self._stopper: Stopper | None = None
         self._warned: set[str] = set()
+        self._first = True  # no result checked yet: every dict key must be in it
         if stop is None:
             pass
         elif isinstance(stop, Mapping):
@@ -89,6 +93,9 @@ class StopCriteria:
         return [k for k, _ in self._dict]
 
     def check(self, result: dict[str, Any]) -> str | None:
+        """The reason to stop, or None. Raises MissingMetric when this is the
+        first result and a dict criterion is not in it."""
+        first, self._first = self._first, False
         if result.get("done"):
             return "the trainable reported done"
         if self._stopper is not None:
@@ -101,6 +108,8 @@ class StopCriteria:
             if value is _MISSING:
                 found, value = lookup(result, key)
                 if not found:
+                    if first:
+                        raise missing_metric("stop criterion", key, result, "the first result")
                     self._warn_missing(key, result)
                     continue
             try:
@@ -132,8 +141,8 @@ class StopCriteria:
         names = ", ".join(sorted(k for k in result if k != "config")[:20])
         self._warn_once(
             key,
-            f"stop criterion {key!r} is not in the results, so it never stops the run: "
-            f"check the name (results have: {names})",
+            f"stop criterion {key!r} is not in this result (the first one had it), so "
+            f"this result cannot meet it (results have: {names})",
         )
 
     def _warn_once(self, key: str, message: str) -> None:

@@ -2,9 +2,9 @@
 
 from collections.abc import Mapping
 
-from kubetune.storage.base import Storage, StorageError
+from kubetune.storage.base import ObjectTooLarge, Storage, StorageError
 
-__all__ = ["Storage", "StorageError", "open_storage"]
+__all__ = ["ObjectTooLarge", "Storage", "StorageError", "open_storage"]
 
 
 def open_storage(

@@ -34,6 +34,21 @@ class StorageError(Exception):
     endpoint unreachable). Its message is one line naming the problem and the fix."""
 
 
+class ObjectTooLarge(StorageError):
+    """An object over the size its reader accepts (a progress file, a manifest,
+    run.json): not what kubetune writes there, so it is refused unread."""
+
+
+def check_limit(uri: str, data: bytes, limit: int | None) -> bytes:
+    """data, or ObjectTooLarge when a read of at most limit+1 bytes got more than limit."""
+    if limit is not None and len(data) > limit:
+        raise ObjectTooLarge(
+            f"{uri} is over {limit} bytes, more than kubetune ever writes there: "
+            "it is ignored; delete or replace it"
+        )
+    return data
+
+
 class Storage(abc.ABC):
     """A folder of objects: a local directory or an S3 prefix."""
 
@@ -48,8 +63,11 @@ class Storage(abc.ABC):
         credentials, unreachable endpoint)."""
 
     @abc.abstractmethod
-    def read_bytes(self, path: str) -> bytes | None:
-        """The object's content, or None when it does not exist."""
+    def read_bytes(self, path: str, limit: int | None = None) -> bytes | None:
+        """The object's content, or None when it does not exist. With limit, an
+        object over limit bytes raises ObjectTooLarge after reading at most
+        limit+1 of them (storage content is untrusted: a huge file must not
+        cost its reader that much memory)."""
 
     @abc.abstractmethod
     def write_bytes(self, path: str, data: bytes) -> None:

@@ -10,7 +10,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from kubetune.storage.base import Storage, StorageError
+from kubetune.storage.base import Storage, StorageError, check_limit
 
 # Temporary files live next to their target so os.replace/os.link stay on one
 # filesystem (a rename across filesystems is not atomic).
@@ -50,9 +50,13 @@ class LocalStorage(Storage):
                 "or choose another storage path"
             )
 
-    def read_bytes(self, path: str) -> bytes | None:
+    def read_bytes(self, path: str, limit: int | None = None) -> bytes | None:
+        target = self._path(path)
         try:
-            return self._path(path).read_bytes()
+            if limit is None:
+                return target.read_bytes()
+            with target.open("rb") as f:
+                return check_limit(str(target), f.read(limit + 1), limit)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
 

@@ -26,7 +26,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from kubetune.storage.base import Piece, Storage, StorageError, read_piece
+from kubetune.storage.base import Piece, Storage, StorageError, check_limit, read_piece
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -225,16 +225,22 @@ class S3Storage(Storage):
         except BotoCoreError as exc:
             raise storage_error(exc, bucket=self.bucket, endpoint=self.endpoint) from None
 
-    def read_bytes(self, path: str) -> bytes | None:
+    def read_bytes(self, path: str, limit: int | None = None) -> bytes | None:
         key = self._key(path)
+        # A ranged GET reads at most limit+1 bytes, so an object over the limit
+        # is told apart without downloading it.
+        ranged = {} if limit is None else {"Range": f"bytes=0-{limit}"}
         with self._errors(f"read {key}"):
             try:
-                resp = self._client.get_object(Bucket=self.bucket, Key=key)
+                resp = self._client.get_object(Bucket=self.bucket, Key=key, **ranged)
             except ClientError as exc:
                 if _code(exc) in ("NoSuchKey", "404"):
                     return None
+                if ranged and _code(exc) in ("InvalidRange", "416"):
+                    return b""  # an empty object has no byte 0 to range over
                 raise
-            return bytes(resp["Body"].read())
+            data = bytes(resp["Body"].read())
+        return check_limit(f"s3://{self.bucket}/{key}", data, limit)
 
     def write_bytes(self, path: str, data: bytes) -> None:
         key = self._key(path)

@@ -1,0 +1,371 @@
+"""Storage content is untrusted: a progress file, manifest, run.json or
+result.json that is malformed, huge, another run's, or points outside the job's
+folder is refused or ignored with one log line; it never raises out of the
+reader and never reaches status in a shape the API would refuse."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import boto3
+import jsonschema
+import pytest
+import yaml
+from moto import mock_aws
+
+from kubetune import protocol
+from kubetune.checkpoints import (
+    MAX_PROGRESS_BYTES,
+    CheckpointError,
+    RunConflictError,
+    RunStore,
+    build_manifest,
+    open_checkpoint,
+    parse_manifest,
+)
+from kubetune.storage import ObjectTooLarge, open_storage
+from kubetune.storage.s3 import S3Storage
+from kubetune_operator import storageio
+from kubetune_operator.model import JobView, Progress
+from kubetune_operator.statemachine import cap_result, compute_decision
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+UID = "uid-1"
+RUN = "s3://b/p/ns/j"
+
+
+def status_schema() -> dict[str, Any]:
+    crd = yaml.safe_load((ROOT / "crds" / "kubetune.io_trainablejobs.yaml").read_text())
+    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return dict(schema["properties"]["status"])
+
+
+def assert_valid_status(status: dict[str, Any]) -> None:
+    """What the apiserver would check: the CRD's status schema, and a body that
+    is strict JSON (no NaN or infinities, which the API refuses)."""
+    json.dumps(status, allow_nan=False)
+    errors = list(jsonschema.Draft7Validator(status_schema()).iter_errors(status))
+    assert not errors, [e.message for e in errors]
+
+
+def good_doc(**over: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "run_id": UID,
+        "state": "running",
+        "iteration": 4,
+        "last_result": {"loss": 0.5},
+        "updated": 1767323045.0,
+        "latest_checkpoint": {
+            "path": f"{RUN}/checkpoint_000004",
+            "iteration": 4,
+            "time": "2026-01-02T03:04:05Z",
+        },
+        "best_checkpoint": None,
+        "checkpoints": [],
+    }
+    doc.update(over)
+    return doc
+
+
+# --- the progress document ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"iteration": -1},
+        {"iteration": float("inf")},
+        {"iteration": float("nan")},
+        {"iteration": 2**64},
+        {"iteration": 3.5},
+        {"iteration": "7"},
+        {"updated": float("nan")},
+        {"updated": float("inf")},
+        {"updated": -5},
+        {"updated": "soon"},
+        {"latest_checkpoint": {"path": f"{RUN}/checkpoint_000004", "iteration": -3}},
+        {"latest_checkpoint": {"path": f"{RUN}/checkpoint_000004", "iteration": 1e400}},
+        {"latest_checkpoint": "checkpoint_000004"},
+        {"checkpoints": {"a": 1}},
+        {"last_result": [1, 2]},
+    ],
+    ids=lambda o: f"{next(iter(o))}={next(iter(o.values()))!r:.20}",
+)
+def test_a_progress_document_with_a_bad_field_is_refused(over: dict[str, Any]) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        Progress.from_dict(good_doc(**over))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "s3://b/p/ns/other/checkpoint_000004",  # another job's folder
+        "s3://b/p/ns/j2/checkpoint_000004",  # a sibling sharing the prefix
+        "s3://other/p/ns/j/checkpoint_000004",  # another bucket
+        f"{RUN}/../k/checkpoint_000004",
+        f"{RUN}/checkpoint_000004/../../x",
+        f"{RUN}/deep/checkpoint_000004",
+        f"{RUN}/checkpoint_4",
+        "/etc",
+        "",
+    ],
+)
+def test_checkpoints_outside_the_job_folder_are_dropped(path: str) -> None:
+    entry = {"path": path, "iteration": 4}
+    doc = good_doc(latest_checkpoint=entry, best_checkpoint=entry, checkpoints=[entry])
+    kept, dropped = Progress.from_dict(doc).within(RUN)
+    assert kept.latest_checkpoint is None and kept.best_checkpoint is None
+    assert kept.checkpoints == [] and dropped == [path]
+
+
+def test_own_checkpoints_are_kept() -> None:
+    kept, dropped = Progress.from_dict(good_doc()).within(RUN + "/")
+    assert kept.latest_checkpoint is not None and dropped == []
+
+
+def test_cap_result_keeps_the_api_happy() -> None:
+    capped = cap_result(
+        {"inf": float("inf"), "ninf": float("-inf"), "nan": float("nan"), "big": 2**70, "ok": 3}
+    )
+    assert capped == {"inf": None, "ninf": None, "nan": None, "big": None, "ok": 3}
+
+
+def job(status: dict[str, Any] | None = None) -> JobView:
+    spec = {"trainable": "examples.a:B", "storage": {"uri": "s3://b/p"}}
+    return JobView("j", "ns", UID, 1, spec, dict(status or {}))
+
+
+def test_hostile_progress_never_makes_an_invalid_status() -> None:
+    outside = {"path": "s3://evil/x/checkpoint_000009", "iteration": 9}
+    doc = good_doc(
+        last_result={f"k{i}": float("inf") if i % 2 else 2**80 for i in range(500)},
+        latest_checkpoint=outside,
+        best_checkpoint=outside,
+        checkpoints=[outside] * 50,
+        message="x" * 100_000,
+    )
+    status = compute_decision(job(), [], Progress.from_dict(doc), NOW).status
+    assert_valid_status(status)
+    assert "latestCheckpoint" not in status and "bestCheckpoint" not in status
+    assert len(status["lastResult"]) <= 30
+
+
+def test_another_runs_progress_never_reaches_status() -> None:
+    doc = good_doc(run_id="someone-else", iteration=99)
+    status = compute_decision(job(), [], Progress.from_dict(doc), NOW).status
+    assert "iteration" not in status and "latestCheckpoint" not in status
+
+
+# --- files in a run folder ------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> RunStore:
+    return RunStore(open_storage(str(tmp_path / "run")))
+
+
+def put(store: RunStore, path: str, data: bytes) -> None:
+    store.storage.write_bytes(path, data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"{not json", b"[1, 2]", b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000, b""],
+    ids=["not-json", "a-list", "not-utf8", "deeply-nested", "empty"],
+)
+def test_a_malformed_progress_file_reads_as_none_with_a_log_line(
+    store: RunStore, data: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    put(store, protocol.PROGRESS_FILE, data)
+    with caplog.at_level(logging.WARNING, logger="kubetune"):
+        assert store.read_progress() is None
+    assert len(caplog.records) == 1
+
+
+def test_a_huge_progress_file_is_refused_unread(
+    store: RunStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    put(store, protocol.PROGRESS_FILE, b'{"a": "' + b"x" * (MAX_PROGRESS_BYTES + 10) + b'"}')
+    with caplog.at_level(logging.WARNING, logger="kubetune"):
+        assert store.read_progress() is None
+    assert len(caplog.records) == 1 and "over" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"run_id": "x\\nInjected: line", "created": "now"}',
+        b'{"run_id": "' + b"a" * 200 + b'"}',
+        b'{"run_id": "' + b"a" * 100_000 + b'"}',  # over run.json's bound
+        b"\x00\x01garbage",
+    ],
+    ids=["newline", "long", "huge", "garbage"],
+)
+def test_an_unreadable_run_file_is_another_run_named_safely(store: RunStore, data: bytes) -> None:
+    put(store, protocol.RUN_FILE, data)
+    with pytest.raises(RunConflictError) as err:
+        store.claim("my-uid")
+    message = str(err.value)
+    assert "id unreadable" in message and "\n" not in message and len(message) < 600
+
+
+def test_a_run_file_of_another_run_is_refused(store: RunStore) -> None:
+    put(store, protocol.RUN_FILE, json.dumps({"run_id": "other", "created": "t"}).encode())
+    with pytest.raises(RunConflictError, match="belongs to another run"):
+        store.claim("mine")
+
+
+def write_checkpoint(tmp_path: Path, store: RunStore, iteration: int) -> None:
+    src = tmp_path / f"src{iteration}"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"w" * 10)
+    store.commit_checkpoint(src, iteration, {"score": 1})
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"time": float("nan")},
+        {"time": float("inf")},
+        {"time": 1e300},
+        {"time": -1},
+        {"iteration": 7},  # another folder's manifest
+        {"kind": "something-else"},
+        {"files": "all"},
+    ],
+    ids=lambda c: f"{next(iter(c))}={next(iter(c.values()))!r}",
+)
+def test_a_damaged_manifest_hides_its_checkpoint_and_breaks_nothing(
+    tmp_path: Path, store: RunStore, change: dict[str, Any]
+) -> None:
+    write_checkpoint(tmp_path, store, 2)
+    write_checkpoint(tmp_path, store, 4)
+    path = f"checkpoint_000004/{protocol.CHECKPOINT_MANIFEST}"
+    doc = json.loads(store.storage.read_bytes(path) or b"")
+    doc.update(change)
+    put(store, path, json.dumps(doc).encode())  # json writes NaN/Infinity, as a hostile writer may
+    fresh = RunStore(store.storage)
+    found = fresh.list_checkpoints()
+    assert [c.iteration for c in found] == [2]
+    for info in found:
+        info.to_status()  # what the worker puts in its progress: no crash
+    with pytest.raises(CheckpointError, match=r"damaged|incomplete"):
+        open_checkpoint(store.storage.child_uri("checkpoint_000004"))
+
+
+def test_a_huge_manifest_is_ignored(
+    tmp_path: Path, store: RunStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_checkpoint(tmp_path, store, 3)
+    monkeypatch.setattr("kubetune.checkpoints.MAX_MANIFEST_BYTES", 64)
+    assert RunStore(store.storage).list_checkpoints() == []
+    with pytest.raises(CheckpointError, match="damaged"):
+        open_checkpoint(store.storage.child_uri("checkpoint_000003"))
+
+
+def test_parse_manifest_refuses_nesting_that_would_blow_the_stack() -> None:
+    assert parse_manifest(b"[" * 100_000 + b"]" * 100_000) is None
+    good = build_manifest(1, [("a", 1)], {"x": 1}, 1.0)
+    assert parse_manifest(json.dumps(good).encode()) == good
+
+
+# --- bounded reads on both backends ----------------------------------------------
+
+
+def test_local_reads_stop_at_the_limit(tmp_path: Path) -> None:
+    storage = open_storage(str(tmp_path))
+    storage.write_bytes("f", b"x" * 100)
+    assert storage.read_bytes("f", limit=100) == b"x" * 100
+    with pytest.raises(ObjectTooLarge, match="over 99 bytes"):
+        storage.read_bytes("f", limit=99)
+    assert storage.read_bytes("missing", limit=10) is None
+
+
+def test_s3_reads_stop_at_the_limit(aws_env: None) -> None:
+    with mock_aws():
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="bkt")
+        storage = S3Storage("s3://bkt/p")
+        storage.write_bytes("f", b"x" * 100)
+        storage.write_bytes("empty", b"")
+        assert storage.read_bytes("f", limit=100) == b"x" * 100
+        assert storage.read_bytes("empty", limit=100) == b""
+        assert storage.read_bytes("missing", limit=100) is None
+        with pytest.raises(ObjectTooLarge):
+            storage.read_bytes("f", limit=99)
+
+
+# --- what the operator reads -------------------------------------------------------
+
+
+def s3_job(uri: str) -> JobView:
+    spec = {"trainable": "m:T", "storage": {"uri": uri}}
+    return JobView("j", "ns", UID, 1, spec, {})
+
+
+@pytest.fixture
+def s3_store(aws_env: None) -> Any:
+    storageio._client_for.cache_clear()
+    with mock_aws():
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="bkt")
+        yield S3Storage("s3://bkt/p/ns/j")
+    storageio._client_for.cache_clear()
+
+
+def operator_read(
+    s3_store: S3Storage, doc: bytes, caplog: pytest.LogCaptureFixture
+) -> Progress | None:
+    s3_store.write_bytes(protocol.PROGRESS_FILE, doc)
+    with caplog.at_level(logging.WARNING):
+        return storageio.read_progress(s3_job("s3://bkt/p"), None)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        b"Infinity",
+        b'{"run_id": "uid-1", "iteration": Infinity}',
+        b'{"run_id": "uid-1", "iteration": -1}',
+        b'{"run_id": "uid-1", "iteration": 1, "updated": NaN}',
+        b'{"run_id": "someone-else", "iteration": 1}',
+        b"x" * (MAX_PROGRESS_BYTES + 1),
+    ],
+    ids=["not-an-object", "inf", "negative", "nan-time", "foreign", "huge"],
+)
+def test_the_operator_ignores_bad_progress_with_one_line(
+    s3_store: S3Storage, doc: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert operator_read(s3_store, doc, caplog) is None
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+
+
+def test_the_operator_drops_outside_checkpoints_with_one_line(
+    s3_store: S3Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    outside = {"path": "s3://bkt/p/ns/k/checkpoint_000001", "iteration": 1}
+    doc = json.dumps(good_doc(latest_checkpoint=outside, checkpoints=[outside])).encode()
+    progress = operator_read(s3_store, doc, caplog)
+    assert progress is not None and progress.iteration == 4
+    assert progress.latest_checkpoint is None and progress.checkpoints == []
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and "outside s3://bkt/p/ns/j" in lines[0]
+
+
+def test_result_lines_that_are_not_results_are_skipped() -> None:
+    data = b"\n".join(
+        [
+            b'{"training_iteration": 1, "loss": 1}',
+            b"{broken",
+            b"[1, 2]",
+            b'{"training_iteration": "two"}',
+            b'{"training_iteration": -3}',
+            b"",
+            b'{"training_iteration": 3, "loss": 0.5}',
+        ]
+    )
+    rows, bad = storageio.parse_result_lines(data)
+    assert [r["training_iteration"] for r in rows] == [1, 3] and bad == 4
