@@ -45,12 +45,17 @@ def dockerignored(path: str) -> bool:
 
 def test_dockerfile_base_and_entry_points() -> None:
     steps = dockerfile_instructions()
-    assert steps[0] == ("FROM", "python:3.11-slim")
+    # Debian's own python3 on Debian's slim base: `make image` makes that base
+    # from Debian's packages, so the name must be one debootstrap can stand for.
+    assert steps[0] == ("FROM", "docker.io/library/debian:bookworm-slim AS runtime")
     scripts = console_scripts()
     cmd = [args for word, args in steps if word == "CMD"]
     assert cmd == ['["kubetune-operator"]']
     assert "kubetune-operator" in scripts and "kubetune-worker" in scripts
     assert any(word == "RUN" and "pip install" in args for word, args in steps)
+    # Only the build stage has pip's network settings; the final stage copies its venv.
+    final = steps[max(i for i, (word, _) in enumerate(steps) if word == "FROM") :]
+    assert not any(word in ("ARG", "RUN") for word, _ in final), final
 
 
 def test_dockerfile_copies_only_what_the_context_holds() -> None:
