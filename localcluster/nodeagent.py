@@ -35,7 +35,8 @@ from localcluster.nodeagent_spec import (
 from localcluster.procs import start_time
 
 log = logging.getLogger("nodeagent")
-LEASE_EVERY_S = 10.0
+# Lease renewals: well inside the controller-manager's --node-monitor-grace-period (24 s).
+LEASE_EVERY_S = 4.0
 STATUS_EVERY_S = 30.0
 
 

@@ -149,7 +149,11 @@ class Runner(FunctionDriver):
         return Outcome(protocol.EXIT_TRAINABLE_ERROR, f"internal error: {_one_line(exc)}")
 
     def _open(self) -> None:
-        storage = open_storage(self.opts.storage, endpoint_url=self.opts.endpoint_url)
+        storage = open_storage(
+            self.opts.storage,
+            endpoint_url=self.opts.endpoint_url,
+            outage_s=self.opts.storage_outage_s,
+        )
         storage.check()
         store = RunStore(storage)
         store.claim(self.opts.run_id)
