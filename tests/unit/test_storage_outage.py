@@ -96,9 +96,7 @@ class MotoS3:
 def moto(aws_env: None) -> Iterator[MotoS3]:
     server = MotoS3()
     server.start()
-    boto3.client("s3", endpoint_url=f"http://127.0.0.1:{server.port}").create_bucket(
-        Bucket=BUCKET
-    )
+    boto3.client("s3", endpoint_url=f"http://127.0.0.1:{server.port}").create_bucket(Bucket=BUCKET)
     yield server
     server.stop()
 

@@ -22,9 +22,7 @@ def open_storage(
     if uri.startswith("s3://"):
         from kubetune.storage.s3 import S3Storage
 
-        return S3Storage(
-            uri, endpoint_url=endpoint_url, credentials=credentials, outage_s=outage_s
-        )
+        return S3Storage(uri, endpoint_url=endpoint_url, credentials=credentials, outage_s=outage_s)
     from kubetune.storage.local import LocalStorage
 
     return LocalStorage(uri)
