@@ -111,7 +111,7 @@ class Agent:
                             self.register(node)
                     else:
                         log.warning("node %s: heartbeat failed: %s", node.name, err)
-                except OSError as err:
+                except Exception as err:  # a dead heartbeat would take every node down
                     log.warning("node %s: heartbeat failed: %s", node.name, err)
             if post:
                 last_status = time.monotonic()
