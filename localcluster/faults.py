@@ -65,7 +65,8 @@ def start_component(lay: Layout, name: str, timeout_s: float = 60.0) -> float:
     t0 = time.monotonic()
     spawn(name, component_argv(lay, name), logs=lay.logs, pids=lay.pids, cwd=lay.repo)
     ready: dict[str, Callable[[], bool]] = {
-        "etcd": lambda: _port_answers(lay.ports.etcd_client),
+        # etcd serves once the apiserver, which reconnects to it, is ready again.
+        "etcd": lambda: _port_answers(lay.ports.etcd_client) and Api(lay).get("/readyz")[0] == 200,
         "s3": lambda: s3_answers(lay),
         "kube-apiserver": lambda: Api(lay).get("/readyz")[0] == 200,
         "kube-controller-manager": lambda: _port_answers(lay.ports.controller_manager),

@@ -50,10 +50,9 @@ def test_s3_away_for_a_minute_loses_nothing(
         wait_for(
             job_ns,
             manifest["metadata"]["name"],
-            lambda job: ((job.get("status") or {}).get("latestCheckpoint") or {}).get(
-                "iteration", 0
-            )
-            >= 10,
+            lambda job: (
+                ((job.get("status") or {}).get("latestCheckpoint") or {}).get("iteration", 0) >= 10
+            ),
             timeout=120,
             what="a first checkpoint",
         )
@@ -89,4 +88,3 @@ def test_s3_away_for_a_minute_loses_nothing(
     tally.notes.append(f"S3 served again {restarted_in:.1f}s after its start")
     tally.report()
     tally.assert_zeros()
-
