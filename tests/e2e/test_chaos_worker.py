@@ -32,7 +32,9 @@ from operator_fixtures import (
     wait_for,
 )
 
-from kubetune.checkpoints import MANIFEST, RunStore, download_checkpoint
+from kubetune.checkpoints import RunStore, download_checkpoint
+from kubetune.protocol import CHECKPOINT_MANIFEST as MANIFEST
+from kubetune.trainable import DICT_CHECKPOINT_FILE
 from localcluster.config import Layout
 from localcluster.procs import start_time
 from localcluster.testing import Cluster
@@ -63,16 +65,20 @@ def _checkpointed_past(lay: Layout, namespace: str, pod: str, store: RunStore, a
 
 
 def _uploading(store: RunStore) -> list[str]:
-    """Checkpoint folders newer than the latest complete one, not complete yet."""
-    latest = store.latest_checkpoint()
-    done = {c.path.rstrip("/").rsplit("/", 1)[-1] for c in store.list_checkpoints()}
-    return [
-        d
-        for d in store.storage.list_dirs()
-        if d.startswith("checkpoint_")
-        and d not in done
-        and (latest is None or int(d.rsplit("_", 1)[1]) > latest.iteration)
-    ]
+    """Checkpoint folders newer than the latest complete one that hold files but
+    no manifest yet: an upload under way (one listing, cheap enough to poll)."""
+    folders: dict[str, set[str]] = {}
+    for path, _size in store.storage.list_files():
+        folder, _, name = path.partition("/")
+        if folder.startswith("checkpoint_") and name:
+            folders.setdefault(folder, set()).add(name)
+    complete = [int(f.rsplit("_", 1)[1]) for f, names in folders.items() if MANIFEST in names]
+    newest = max(complete, default=0)
+    return sorted(
+        f
+        for f, names in folders.items()
+        if MANIFEST not in names and int(f.rsplit("_", 1)[1]) > newest
+    )
 
 
 def test_worker_sigkilled_mid_upload_resumes_from_complete_checkpoints(
@@ -85,7 +91,8 @@ def test_worker_sigkilled_mid_upload_resumes_from_complete_checkpoints(
     watcher.start()
     manifest = job_manifest(
         "kill-upload",
-        config={"sleep": 0.1, "payload_mb": 24},
+        trainable="tests.e2e.trainables:ShardedCounter",
+        config={"sleep": 0.1, "payload_mb": 16, "shards": 32},
         stop={"training_iteration": LAST},
         checkpoint={"frequency": 2, "numToKeep": 2, "scoreAttribute": "score"},
         maxFailures=-1,
@@ -195,7 +202,8 @@ def test_disk_full_while_writing_a_checkpoint(
     failed = condition(job, "Failed")
     tally.runs += 1
     message = failed.get("message", "")
-    assert "No space left on device while writing checkpoint" in message, failed
+    # The last attempt failed writing a checkpoint, or fetching one to resume.
+    assert "No space left on device while" in message, failed
     assert scratch in message, failed
     # The previous checkpoint is intact, and restores what it saved.
     store = run_store(manifest, job_ns)
@@ -213,7 +221,7 @@ def test_disk_full_while_writing_a_checkpoint(
             credentials={k: cenv[k] for k in env},
         )
         assert not (Path(tmp) / MANIFEST).exists()
-        saved = pickle.loads(next(Path(tmp).glob("*.pkl")).read_bytes())
+        saved = pickle.loads((Path(tmp) / DICT_CHECKPOINT_FILE).read_bytes())
         assert saved["total"] == latest.iteration
     rows = read_results(s3, run_uri(manifest, job_ns))
     last = int(rows[-1]["training_iteration"])
