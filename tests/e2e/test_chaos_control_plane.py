@@ -17,10 +17,10 @@ from localcluster.testing import Cluster, wait_for
 
 pytestmark = pytest.mark.e2e
 
-LAST = 400  # 40 s of steps: the jobs outlast both faults
+LAST = 250  # 25 s of steps: the jobs outlast both faults
 # Short enough that the nodes' leases (24 s grace) do not run out meanwhile:
 # a longer outage would also evict every pod of the cluster, another fault.
-DOWN_S = 6.0
+DOWN_S = 5.0
 
 
 @pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
