@@ -55,7 +55,9 @@ def kill_component(lay: Layout, name: str) -> None:
     pid = recorded_pid(lay.pids, name)
     if pid is None:
         raise FaultError(f"{name} is not running: start the cluster with `make cluster-up`")
-    stop_group(pid, grace_s=0)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    stop_group(pid, grace_s=0)  # waits until the group is gone
 
 
 def start_component(lay: Layout, name: str, timeout_s: float = 60.0) -> float:

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.e2e
 
 NODE = "kt-lost"
 FALLBACK = "kt-cpu"
-LAST = 200
+LAST = 150
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from localcluster.testing import Cluster
 pytestmark = pytest.mark.e2e
 
 OUTAGE_S = 60
-LAST = 200
+LAST = 150
 
 
 def test_s3_away_for_a_minute_loses_nothing(
