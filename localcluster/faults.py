@@ -84,6 +84,23 @@ def start_component(lay: Layout, name: str, timeout_s: float = 60.0) -> float:
     return time.monotonic() - t0
 
 
+def stale_settings(lay: Layout) -> list[str]:
+    """Flags of components.py that the running control plane was not started
+    with (a cluster started before they were added): node-loss tests need them."""
+    missing: list[str] = []
+    for name, argv in (
+        ("kube-controller-manager", comp.controller_manager_argv(lay)),
+        ("kube-apiserver", comp.apiserver_argv(lay)),
+    ):
+        pid = recorded_pid(lay.pids, name)
+        if pid is None:
+            missing.append(f"{name} (not running)")
+            continue
+        running = set(Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0"))
+        missing += [f"{name} {a}" for a in argv if a.startswith("--") and a not in running]
+    return missing
+
+
 def _port_answers(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         return True

@@ -23,7 +23,7 @@ from operator_fixtures import (
 )
 
 from localcluster.config import Layout, NodeSpec
-from localcluster.faults import LoseableNode
+from localcluster.faults import LoseableNode, stale_settings
 from localcluster.testing import Cluster
 from localcluster.testing import wait_for as wait_until
 
@@ -36,7 +36,14 @@ LAST = 150
 
 @pytest.fixture
 def lost_node(cluster: Cluster) -> Iterator[LoseableNode]:
-    node = LoseableNode(Layout.discover(), NodeSpec(NODE, 0))
+    lay = Layout.discover()
+    stale = stale_settings(lay)
+    if stale:
+        pytest.fail(
+            f"the running cluster lacks {', '.join(stale)}: it was started before these "
+            "settings; run `make cluster-down && make cluster-up`"
+        )
+    node = LoseableNode(lay, NodeSpec(NODE, 0))
     node.start()
     wait_until(f"node {NODE} Ready", lambda: _ready(NODE) == "True", timeout=60)
     yield node

@@ -16,8 +16,14 @@ if str(REPO) not in sys.path:  # localcluster lives at the repo root, outside th
 
 from localcluster.components import apiserver_argv, etcd_argv  # noqa: E402
 from localcluster.config import Layout  # noqa: E402
-from localcluster.faults import FaultError, component_argv, write_kubelet_pair  # noqa: E402
+from localcluster.faults import (  # noqa: E402
+    FaultError,
+    component_argv,
+    stale_settings,
+    write_kubelet_pair,
+)
 from localcluster.pki import write_pki  # noqa: E402
+from localcluster.procs import spawn, stop_group  # noqa: E402
 
 
 @pytest.fixture
@@ -53,3 +59,28 @@ def test_a_new_nodes_certificate_is_signed_by_the_cluster_ca(lay: Layout) -> Non
     assert cert.subject.rfc4514_string() == "O=system:nodes,CN=system:node:kt-lost"
     cert.verify_directly_issued_by(ca)
     assert (lay.pki / "kubelet-kt-lost.key").stat().st_mode & 0o077 == 0
+
+
+def test_a_control_plane_started_without_the_node_loss_flags_is_named(lay: Layout) -> None:
+    assert stale_settings(lay) == [
+        "kube-controller-manager (not running)",
+        "kube-apiserver (not running)",
+    ]
+    procs = []
+    try:
+        for name in ("kube-controller-manager", "kube-apiserver"):
+            # Stand-ins with the old command lines: everything but the new flags.
+            argv = [a for a in component_argv(lay, name) if "node-monitor" not in a]
+            argv = [a for a in argv if "toleration-seconds" not in a]
+            stand_in = [sys.executable, "-c", "import time; time.sleep(30)", *argv[1:]]
+            pid = spawn(name, stand_in, logs=lay.logs, pids=lay.pids)
+            procs.append(pid)
+        assert stale_settings(lay) == [
+            "kube-controller-manager --node-monitor-period=2s",
+            "kube-controller-manager --node-monitor-grace-period=24s",
+            "kube-apiserver --default-not-ready-toleration-seconds=10",
+            "kube-apiserver --default-unreachable-toleration-seconds=10",
+        ]
+    finally:
+        for pid in procs:
+            stop_group(pid, grace_s=1)
