@@ -70,7 +70,6 @@ _TRANSIENT_CODES = frozenset(
         "RequestTimeout",
         "Throttling",
         "ThrottlingException",
-        "RequestTimeTooSkewed",
     }
 )
 # Servers without conditional writes answer these to If-None-Match.
