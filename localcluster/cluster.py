@@ -300,12 +300,15 @@ def _up(lay: Layout, nodes: list[NodeSpec]) -> int:
 
 
 def _stop_all(lay: Layout) -> None:
-    for name in reversed(COMPONENTS):
+    # Extra node agents a test started (localcluster/faults.py) first, then the
+    # components in reverse order.
+    extras = [n for n in recorded_names(lay.pids) if n not in COMPONENTS]
+    for name in [*extras, *reversed(COMPONENTS)]:
         pid = recorded_pid(lay.pids, name)
         if pid is not None:
-            stop_group(pid, grace_s=10 if name == "nodeagent" else 5)
+            stop_group(pid, grace_s=10 if name.startswith("nodeagent") else 5)
     # Pod processes of an agent that died before it could stop them.
-    for pids in lay.pods.glob("*/pids") if lay.pods.is_dir() else []:
+    for pids in lay.state.glob("pods*/*/pids") if lay.state.is_dir() else []:
         for line in pids.read_text().splitlines():
             pid_text, _, start = line.partition(" ")
             with contextlib.suppress(OSError, ValueError):

@@ -82,6 +82,11 @@ def apiserver_argv(lay: Layout) -> list[str]:
         # Endpoints may not hold loopback addresses, and pods reach the
         # apiserver through KUBERNETES_SERVICE_HOST=127.0.0.1 anyway.
         "--endpoint-reconciler-type=none",
+        # A lost node's pods are evicted 10 s after it is found NotReady, not the
+        # default 5 min, so a test sees a node loss end to end in under a minute
+        # (tests/e2e/test_chaos_node.py). Pods that tolerate longer say so.
+        "--default-not-ready-toleration-seconds=10",
+        "--default-unreachable-toleration-seconds=10",
         "--profiling=false",
         "--v=1",
     ]
@@ -103,6 +108,11 @@ def controller_manager_argv(lay: Layout) -> list[str]:
         f"--cluster-signing-cert-file={pki / 'ca.crt'}",
         f"--cluster-signing-key-file={pki / 'ca.key'}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
+        # A node whose agent stops renewing its lease is NotReady after 24 s (the
+        # default is 50 s); the agents renew every 4 s (nodeagent.LEASE_EVERY_S),
+        # so a busy agent still has six tries before its node is taken for lost.
+        "--node-monitor-period=2s",
+        "--node-monitor-grace-period=24s",
         "--profiling=false",
         "--v=1",
     ]

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
+import urllib3
 from kubernetes import client, config
 
 SMP = "application/strategic-merge-patch+json"
@@ -60,7 +61,13 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
-        resp = self.api.call_api(method, url, headers, data, _request_timeout=timeout)
+        try:
+            resp = self.api.call_api(method, url, headers, data, _request_timeout=timeout)
+        except urllib3.exceptions.HTTPError as err:
+            # The apiserver is away (restarting, its etcd down): a KubeError like
+            # any other, so the callers' retries handle it. Uncaught, it killed the
+            # agent's heartbeat thread and failed every pod it was reporting on.
+            raise KubeError(0, "Unreachable", str(err)) from err
         if stream and 200 <= resp.status < 300:
             return resp.response
         raw = resp.read()

@@ -35,7 +35,8 @@ from localcluster.nodeagent_spec import (
 from localcluster.procs import start_time
 
 log = logging.getLogger("nodeagent")
-LEASE_EVERY_S = 10.0
+# Lease renewals: well inside the controller-manager's --node-monitor-grace-period (24 s).
+LEASE_EVERY_S = 4.0
 STATUS_EVERY_S = 30.0
 
 
@@ -110,7 +111,7 @@ class Agent:
                             self.register(node)
                     else:
                         log.warning("node %s: heartbeat failed: %s", node.name, err)
-                except OSError as err:
+                except Exception as err:  # a dead heartbeat would take every node down
                     log.warning("node %s: heartbeat failed: %s", node.name, err)
             if post:
                 last_status = time.monotonic()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -91,3 +92,25 @@ class Echo(kubetune.Trainable):
 
     def load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.label = checkpoint["label"]
+
+
+class ShardedCounter(Counter):
+    """Counter whose checkpoint is many files (config shards, payload_mb in all),
+    as a sharded model's is: S3 shows its upload file by file while it runs, so
+    a test can tell an upload under way and kill the worker in it."""
+
+    def setup(self, config: dict[str, Any]) -> None:
+        super().setup(config)
+        self.shards = int(config.get("shards", 16))
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:  # type: ignore[override]
+        piece = self.payload[: len(self.payload) // self.shards]
+        for i in range(self.shards):
+            with open(os.path.join(checkpoint_dir, f"shard-{i:03d}.bin"), "wb") as fh:
+                fh.write(piece)
+        with open(os.path.join(checkpoint_dir, "state.json"), "w") as fh:
+            json.dump({"total": self.total}, fh)
+
+    def load_checkpoint(self, checkpoint: Any) -> None:
+        with open(os.path.join(checkpoint, "state.json")) as fh:
+            self.total = json.load(fh)["total"]

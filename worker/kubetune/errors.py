@@ -3,6 +3,7 @@ line and the worker pod end with, so one mapping serves both."""
 
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING, Any
 
 from kubetune import protocol
@@ -41,6 +42,53 @@ class InvalidCheckpoint(KubetuneError):
     """The checkpoint to restore is missing, incomplete, or fails to load."""
 
     exit_code = protocol.EXIT_BAD_CHECKPOINT
+
+
+class LocalDiskFull(KubetuneError):
+    """The worker's local disk (its staging folder, TMPDIR) filled up while it
+    wrote or fetched a checkpoint. A failure like a crash (exit 1): the next
+    attempt, maybe on a pod with room, resumes from the latest complete
+    checkpoint, which the full disk never touched; past maxFailures the job
+    fails with this message."""
+
+
+# ENOSPC: the filesystem is full; EDQUOT: the user's quota on it is.
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when `exc`, or an error it wraps or was raised from, says the disk is full."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in _DISK_FULL:
+            return True
+        todo += [err.__cause__, err.__context__, getattr(err, "original", None)]
+    return False
+
+
+def disk_full_message(doing: str, folder: str, free: int | None, total: int | None) -> str:
+    """One line naming the full disk and the fix, e.g. `No space left on device
+    while writing checkpoint 20 to /tmp/kubetune-save-x (0 B free of 16.0 MiB) ...`."""
+    room = f" ({_size(free)} free of {_size(total)})" if free is not None and total else ""
+    return (
+        f"No space left on device while {doing} {folder}{room}: give the worker more "
+        "local disk (resources ephemeral-storage, an emptyDir sizeLimit) or point TMPDIR "
+        "at a larger volume"
+    )
+
+
+def _size(n: int | None) -> str:
+    value = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
 
 
 class StepResultError(AssertionError):

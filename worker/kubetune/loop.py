@@ -5,6 +5,7 @@ keep the progress file the operator reads up to date."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import os
@@ -28,7 +29,15 @@ from kubetune.checkpoints import (
 )
 from kubetune.display import summarize
 from kubetune.drive_function import FunctionDriver
-from kubetune.errors import InvalidCheckpoint, InvalidTrainable, KubetuneError, StepResultError
+from kubetune.errors import (
+    InvalidCheckpoint,
+    InvalidTrainable,
+    KubetuneError,
+    LocalDiskFull,
+    StepResultError,
+    disk_full_message,
+    is_disk_full,
+)
 from kubetune.errors import one_line as _one_line
 from kubetune.function import FunctionTrainable, _Session, _set_session
 from kubetune.metric_names import missing_metric
@@ -150,7 +159,11 @@ class Runner(FunctionDriver):
         return Outcome(protocol.EXIT_TRAINABLE_ERROR, f"internal error: {_one_line(exc)}")
 
     def _open(self) -> None:
-        storage = open_storage(self.opts.storage, endpoint_url=self.opts.endpoint_url)
+        storage = open_storage(
+            self.opts.storage,
+            endpoint_url=self.opts.endpoint_url,
+            outage_s=self.opts.storage_outage_s,
+        )
         storage.check()
         store = RunStore(storage)
         store.claim(self.opts.run_id)
@@ -259,6 +272,11 @@ class Runner(FunctionDriver):
             download_checkpoint(info.path, Path(local), endpoint_url=self.opts.endpoint_url)
         except CheckpointError as exc:
             raise InvalidCheckpoint(str(exc)) from None
+        except Exception as exc:
+            # A full disk is not a bad checkpoint: say which disk.
+            if is_disk_full(exc):
+                raise _disk_full(f"downloading checkpoint {info.path} to", local) from exc
+            raise
         metrics = {**info.metrics, "training_iteration": info.iteration}
         try:
             instance.restore(TrainingResult(Checkpoint.from_directory(local), metrics))
@@ -351,6 +369,10 @@ class Runner(FunctionDriver):
             try:
                 t.save(local)
             except Exception as exc:
+                # The disk, not the trainable: a clear line, the previous checkpoint
+                # untouched (nothing was uploaded), a failure the next attempt resumes.
+                if is_disk_full(exc):
+                    raise _disk_full(f"writing checkpoint {t.iteration} to", local) from exc
                 raise UserError(exc) from exc
             return self._commit(local, t.iteration, result)
         finally:
@@ -367,6 +389,9 @@ class Runner(FunctionDriver):
             except (StorageError, CheckpointError) as exc:
                 self._error = exc
                 return self._unsaved(f"saving the checkpoint failed: {_one_line(exc)}")
+            except LocalDiskFull as exc:
+                self._error = exc
+                return self._unsaved(str(exc))
         return Outcome(
             protocol.EXIT_STOPPED,
             f"stopped on {self.signals.signame} at iteration {t.iteration}; "
@@ -498,3 +523,12 @@ class Runner(FunctionDriver):
             restored_from=self.restored_from,
             error=self._error,
         )
+
+
+def _disk_full(doing: str, folder: str) -> LocalDiskFull:
+    """LocalDiskFull naming `folder` and how full its filesystem is."""
+    free = total = None
+    with contextlib.suppress(OSError):
+        st = os.statvfs(folder if os.path.isdir(folder) else os.path.dirname(folder))
+        free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+    return LocalDiskFull(disk_full_message(doing, folder, free, total))

@@ -32,6 +32,9 @@ class RunOptions:
     progress_interval_s: float = 0.5
     flush_interval_s: float = 1.0
     heartbeat_s: float = 30.0
+    # S3 that answered before and stops answering (a server restart, a network
+    # blip) is retried this long before the run fails with a StorageError.
+    storage_outage_s: float = 300.0
 
 
 @dataclass

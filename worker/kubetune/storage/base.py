@@ -31,7 +31,37 @@ class Piece:
 
 class StorageError(Exception):
     """A storage problem the user must fix (bucket missing, credentials refused,
-    endpoint unreachable). Its message is one line naming the problem and the fix."""
+    endpoint unreachable). Its message is one line naming the problem and the fix.
+
+    `transient` marks what may pass by itself (the endpoint not answering, a 5xx,
+    throttling): a backend may retry those through an outage (see `OutagePolicy`);
+    a refused credential or a missing bucket is never retried."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class OutagePolicy:
+    """How long a backend keeps retrying a storage that answered before and then
+    stopped answering, and how it spaces the retries (exponential, capped).
+
+    A worker rides out a short S3 outage (a restart of the server, a network
+    blip) instead of failing its job; `outage_s=0` fails at once, as before."""
+
+    outage_s: float = 0.0
+    first_delay_s: float = 0.5
+    max_delay_s: float = 5.0
+
+    def delay(self, attempt: int, failing_for_s: float) -> float | None:
+        """Seconds to wait before retry number `attempt` (0 first), or None once
+        the storage has been failing for `outage_s` (give up)."""
+        left = self.outage_s - failing_for_s
+        if left <= 0:
+            return None
+        wait = min(self.max_delay_s, self.first_delay_s * 2 ** min(attempt, 30))
+        return min(wait, left)
 
 
 class ObjectTooLarge(StorageError):

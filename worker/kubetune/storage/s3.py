@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import botocore.exceptions as botocore_errors
@@ -25,8 +28,19 @@ from botocore.exceptions import (
     NoCredentialsError,
     PartialCredentialsError,
 )
+from s3transfer.exceptions import RetriesExceededError
 
-from kubetune.storage.base import Piece, Storage, StorageError, check_limit, read_piece
+from kubetune.storage.base import (
+    OutagePolicy,
+    Piece,
+    Storage,
+    StorageError,
+    check_limit,
+    read_piece,
+)
+
+log = logging.getLogger("kubetune.storage")
+T = TypeVar("T")
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -54,6 +68,17 @@ _CREDENTIAL_CODES = frozenset(
     }
 )
 _MISSING_BUCKET_CODES = frozenset({"NoSuchBucket", "404", "NotFound"})
+# Answers that say "the server is there but cannot serve now": retried through an outage.
+_TRANSIENT_CODES = frozenset(
+    {
+        "InternalError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "RequestTimeout",
+        "Throttling",
+        "ThrottlingException",
+    }
+)
 # Servers without conditional writes answer these to If-None-Match.
 _NO_CONDITIONAL_CODES = frozenset({"NotImplemented", "501", "InvalidArgument", "InvalidRequest"})
 
@@ -95,9 +120,13 @@ def storage_error(exc: Exception, *, bucket: str, endpoint: str, what: str = "")
                 "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the secretRef"
             )
         message = str(err.get("Message", "")).splitlines()[0] if err.get("Message") else ""
+        transient = code in _TRANSIENT_CODES or (isinstance(status, int) and status >= 500)
+        if code in _NO_CONDITIONAL_CODES:
+            transient = False  # 501 NotImplemented: the server lacks the feature for good
         return StorageError(
             f"S3 request to {endpoint} for bucket '{bucket}'{where} failed: "
-            f"{code or status} {message}".rstrip()
+            f"{code or status} {message}".rstrip(),
+            transient=transient,
         )
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return StorageError(
@@ -106,14 +135,29 @@ def storage_error(exc: Exception, *, bucket: str, endpoint: str, what: str = "")
         )
     # Refused, unresolvable, timed out or cut off: all say "the endpoint is not
     # answering", which the user fixes the same way.
-    if isinstance(exc, (botocore_errors.ConnectionError, botocore_errors.HTTPClientError)):
+    if isinstance(
+        exc,
+        (botocore_errors.ConnectionError, botocore_errors.HTTPClientError, RetriesExceededError),
+    ):
         return StorageError(
             f"cannot reach S3 endpoint {endpoint} ({type(exc).__name__}): check "
-            "storage.endpointURL (or AWS_ENDPOINT_URL) and the network"
+            "storage.endpointURL (or AWS_ENDPOINT_URL) and the network",
+            transient=True,
         )
     if isinstance(exc, BotoCoreError):
         return StorageError(f"S3 error at {endpoint}{where}: {type(exc).__name__}: {exc}")
     return StorageError(f"S3 transfer to {endpoint}{where} failed: {type(exc).__name__}: {exc}")
+
+
+def _rides_out(method: Callable[..., T]) -> Callable[..., T]:
+    """Marks an S3Storage operation that is safe to repeat: it is retried
+    through an outage (S3Storage._ride_out)."""
+
+    @functools.wraps(method)
+    def wrapper(self: S3Storage, *args: Any, **kwargs: Any) -> T:
+        return self._ride_out(lambda: method(self, *args, **kwargs), method.__name__)
+
+    return wrapper
 
 
 class S3Storage(Storage):
@@ -131,8 +175,13 @@ class S3Storage(Storage):
         multipart_threshold: int = 64 * MiB,
         part_size: int = 32 * MiB,
         max_concurrency: int = 8,
+        outage_s: float = 0.0,
     ) -> None:
         self.bucket, self.prefix = parse_s3_uri(uri)
+        # An endpoint that answered once is retried through an outage of up to
+        # outage_s; one that never answered (a wrong endpoint) fails in seconds.
+        self._outage = OutagePolicy(outage_s=outage_s)
+        self._answered = False
         self.uri = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
         endpoint = effective_endpoint(endpoint_url)
         config = Config(
@@ -198,10 +247,51 @@ class S3Storage(Storage):
             yield
         except StorageError:
             raise
-        except (ClientError, BotoCoreError) as exc:
+        except (ClientError, BotoCoreError, RetriesExceededError) as exc:
             raise storage_error(
                 exc, bucket=self.bucket, endpoint=self.endpoint, what=what
             ) from None
+
+    def _ride_out(self, call: Callable[[], T], what: str) -> T:
+        """`call()`, retried with backoff while it fails transiently, for up to
+        the outage policy's time, if this endpoint has answered before. Every
+        operation wrapped this way is safe to repeat: whole-object writes,
+        reads, listings, deletes, a multipart upload started afresh."""
+        failing_since: float | None = None
+        attempt = 0
+        while True:
+            try:
+                value = call()
+            except StorageError as exc:
+                if not (exc.transient and self._answered):
+                    raise
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                delay = self._outage.delay(attempt, now - failing_since)
+                if delay is None:
+                    raise StorageError(
+                        f"{exc} (still failing after {now - failing_since:.0f}s of retries)",
+                        transient=True,
+                    ) from None
+                if attempt == 0:
+                    log.warning(
+                        "S3 at %s is not answering (%s): retrying for up to %.0fs",
+                        self.endpoint,
+                        what,
+                        self._outage.outage_s,
+                    )
+                time.sleep(delay)
+                attempt += 1
+                continue
+            if failing_since is not None:
+                log.warning(
+                    "S3 at %s answers again after %.1fs (%s)",
+                    self.endpoint,
+                    time.monotonic() - failing_since,
+                    what,
+                )
+            self._answered = True
+            return value
 
     def _iter_objects(self, path: str) -> Iterator[dict[str, Any]]:
         paginator = self._client.get_paginator("list_objects_v2")
@@ -211,6 +301,7 @@ class S3Storage(Storage):
 
     # --- the interface
 
+    @_rides_out
     def check(self) -> None:
         try:
             self._client.head_bucket(Bucket=self.bucket)
@@ -225,6 +316,7 @@ class S3Storage(Storage):
         except BotoCoreError as exc:
             raise storage_error(exc, bucket=self.bucket, endpoint=self.endpoint) from None
 
+    @_rides_out
     def read_bytes(self, path: str, limit: int | None = None) -> bytes | None:
         key = self._key(path)
         # A ranged GET reads at most limit+1 bytes, so an object over the limit
@@ -242,11 +334,13 @@ class S3Storage(Storage):
             data = bytes(resp["Body"].read())
         return check_limit(f"s3://{self.bucket}/{key}", data, limit)
 
+    @_rides_out
     def write_bytes(self, path: str, data: bytes) -> None:
         key = self._key(path)
         with self._errors(f"write {key}"):
             self._client.put_object(Bucket=self.bucket, Key=key, Body=data)
 
+    @_rides_out
     def write_bytes_if_absent(self, path: str, data: bytes) -> bool:
         key = self._key(path)
         try:
@@ -275,6 +369,7 @@ class S3Storage(Storage):
         old = self.read_bytes(path) or b""
         self.write_bytes(path, old + data)
 
+    @_rides_out
     def size(self, path: str) -> int | None:
         key = self._key(path)
         with self._errors(f"head {key}"):
@@ -286,6 +381,7 @@ class S3Storage(Storage):
                 raise
             return int(resp["ContentLength"])
 
+    @_rides_out
     def delete_many(self, paths: Iterable[str]) -> None:
         keys = [self._key(p) for p in paths]
         self._delete_keys(keys, f"delete {len(keys)} objects")
@@ -349,6 +445,7 @@ class S3Storage(Storage):
             plan.append(("data", bytes(buf), len(buf)))
         return plan
 
+    @_rides_out
     def _multipart(self, path: str, plan: list[tuple[str, Any, int]]) -> None:
         key = self._key(path)
         with self._errors(f"compose {key}"):
@@ -405,6 +502,7 @@ class S3Storage(Storage):
         finally:
             self.delete_many(p.path for p in staged if p.path is not None)
 
+    @_rides_out
     def list_dirs(self, prefix: str = "") -> list[str]:
         base = self._dir_key(prefix)
         paginator = self._client.get_paginator("list_objects_v2")
@@ -415,6 +513,7 @@ class S3Storage(Storage):
                     names.append(cp["Prefix"][len(base) :].rstrip("/"))
         return sorted(names)
 
+    @_rides_out
     def exists(self, path: str) -> bool:
         key = self._key(path)
         with self._errors(f"head {key}"):
@@ -426,6 +525,7 @@ class S3Storage(Storage):
                 raise
             return True
 
+    @_rides_out
     def list_files(self, prefix: str = "") -> list[tuple[str, int]]:
         base = self._dir_key(prefix)
         return sorted(
@@ -434,6 +534,7 @@ class S3Storage(Storage):
             if not obj["Key"].endswith("/")  # folder markers some tools create
         )
 
+    @_rides_out
     def upload_dir(self, local_dir: Path, path: str) -> list[tuple[str, int]]:
         local_dir = Path(local_dir)
         files = sorted(p for p in local_dir.rglob("*") if p.is_file())
@@ -451,6 +552,7 @@ class S3Storage(Storage):
                 fut.result()
         return done
 
+    @_rides_out
     def download_dir(self, path: str, local_dir: Path) -> None:
         local_dir = Path(local_dir)
         local_dir.mkdir(parents=True, exist_ok=True)
@@ -465,12 +567,14 @@ class S3Storage(Storage):
             for fut in futures:
                 fut.result()
 
+    @_rides_out
     def delete_dir(self, path: str) -> None:
         if not path.strip("/"):
             raise StorageError("refusing to delete the whole storage prefix")
         keys = [o["Key"] for o in self._iter_objects(path)]
         self._delete_keys(keys, f"delete {self._dir_key(path)}")
 
+    @_rides_out
     def delete(self, path: str) -> None:
         key = self._key(path)
         with self._errors(f"delete {key}"):
