@@ -46,10 +46,12 @@ class InvalidCheckpoint(KubetuneError):
 
 class LocalDiskFull(KubetuneError):
     """The worker's local disk (its staging folder, TMPDIR) filled up while it
-    wrote or fetched a checkpoint. A failure like a crash (exit 1): the next
-    attempt, maybe on a pod with room, resumes from the latest complete
-    checkpoint, which the full disk never touched; past maxFailures the job
-    fails with this message."""
+    wrote or fetched a checkpoint. Retried like a crash, under a code of its own
+    so status names the disk rather than the trainable: the next attempt, maybe
+    on a pod with room, resumes from the latest complete checkpoint, which the
+    full disk never touched; past maxFailures the job fails with this message."""
+
+    exit_code = protocol.EXIT_DISK_FULL
 
 
 # ENOSPC: the filesystem is full; EDQUOT: the user's quota on it is.

@@ -24,6 +24,7 @@ EXIT_BAD_TRAINABLE = 3  # MODULE:ATTR does not import, or is neither a Trainable
 EXIT_BAD_CHECKPOINT = 4  # restore_from missing, incomplete, or fails to load
 EXIT_STORAGE = 5  # bucket missing, credentials refused, endpoint unreachable
 EXIT_RUN_CONFLICT = 6  # the run folder belongs to another run (a different uid)
+EXIT_DISK_FULL = 7  # the local disk filled while a checkpoint was written or fetched: retried
 EXIT_STOPPED = 75  # stopped on request (SIGTERM) and a complete checkpoint was saved
 EXIT_STOP_UNSAVED = 76  # stopped on request but no checkpoint could be saved
 
@@ -39,6 +40,7 @@ EXIT_REASONS = {
     EXIT_BAD_CHECKPOINT: "InvalidCheckpoint",
     EXIT_STORAGE: "StorageError",
     EXIT_RUN_CONFLICT: "RunFolderConflict",
+    EXIT_DISK_FULL: "LocalDiskFull",
     EXIT_STOPPED: "StoppedWithCheckpoint",
     EXIT_STOP_UNSAVED: "StoppedWithoutCheckpoint",
 }
