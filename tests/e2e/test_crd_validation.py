@@ -123,7 +123,8 @@ def test_minimal_job_gets_its_defaults(kubectl: Kubectl) -> None:
         )
     )  # fmt: skip
     spec = json.loads(out)["spec"]
-    assert spec["checkpoint"] == {"frequency": 0, "atEnd": True}
+    # atEnd stays unset: the worker saves at the end only when the class can save.
+    assert spec["checkpoint"] == {"frequency": 0}
     assert spec["suspend"] is False
     assert spec["maxFailures"] == 3
     assert "activeDeadlineSeconds" not in spec and "restoreFrom" not in spec
