@@ -207,8 +207,12 @@ def test_explain_teaches_the_checkpoint_fields(kubectl: Kubectl) -> None:
 
 def columns(text: str) -> dict[str, str]:
     """The header and the single row of `kubectl get` output, as a dict."""
-    header, row = text.strip().splitlines()
-    return dict(zip(header.split(), row.split(), strict=True))
+    header, row = text.strip("\n").splitlines()
+    # Sliced at the header's column starts: an empty cell (no best checkpoint
+    # yet) leaves no word behind to split on.
+    starts = [i for i, ch in enumerate(header) if ch != " " and (i == 0 or header[i - 1] == " ")]
+    bounds = zip(starts, [*starts[1:], None], strict=True)
+    return {header[a:b].strip(): row[a:b].strip() for a, b in bounds}
 
 
 def test_get_shows_the_columns_and_conditions_by_type(kubectl: Kubectl) -> None:
