@@ -456,7 +456,8 @@ class PodWorker(threading.Thread):
             names = ", ".join(c.spec["name"] for c in running)
             self._event("Killing", f"Stopping container {names}")
         self._kill_all(grace=None)
-        if self.override is None and self.sandbox_ready:
+        report = self.override is None and self.sandbox_ready
+        if report:
             apps = [c.view for c in self.apps]
             if any(c.terminated is None for c in apps):
                 for c in self.apps:
@@ -470,11 +471,28 @@ class PodWorker(threading.Thread):
                         }
             failed = any(c.terminated and c.terminated["exitCode"] != 0 for c in apps)
             self.override = ("Failed" if failed else "Succeeded", "", "")
-            self._report()
-        path = f"/api/v1/namespaces/{self.ns}/pods/{self.pod_name}"
-        with contextlib.suppress(KubeError):
-            self.rt.kube.delete(path, {"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}})
+        # The final status and the delete are retried while the apiserver is away
+        # (a kubelet's status manager does the same): given up on, the pod stayed
+        # Terminating with a running container for ever, its owner waiting on it.
+        delay = 0.5
+        while not self.rt.stopping.is_set():
+            if (not report or self._report()) and self._delete_now():
+                break
+            self.rt.stopping.wait(delay)
+            delay = min(delay * 2, 5.0)
         self._cleanup()
+
+    def _delete_now(self) -> bool:
+        """Deletes the pod with grace 0; True once it is gone (or is another pod now)."""
+        path = f"/api/v1/namespaces/{self.ns}/pods/{self.pod_name}"
+        try:
+            self.rt.kube.delete(path, {"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}})
+        except KubeError as err:
+            if err.status in (404, 409):
+                return True
+            log.warning("pod %s/%s: not deleted yet: %s", self.ns, self.pod_name, err)
+            return False
+        return True
 
     def _grace_left(self, since: float) -> float:
         grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
