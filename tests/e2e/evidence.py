@@ -69,7 +69,16 @@ class EvidenceKeeper:
             self._keep_logs_once()
 
     def _keep_logs_once(self) -> None:
-        for path in self.pods.glob("*/*/*.log"):
+        # Listed level by level: a pod's folder removed mid-listing skips that pod
+        # (Path.glob raised, which ended this thread and the logs it would keep).
+        logs = (
+            log_file
+            for pod in _entries(self.pods)
+            for container in _entries(pod)
+            for log_file in _entries(container)
+            if log_file.suffix == ".log"
+        )
+        for path in logs:
             kept = self.kept_logs / path.relative_to(self.pods)
             if kept.exists():
                 continue
@@ -193,3 +202,11 @@ def keep_evidence(state: Path) -> Iterator[EvidenceKeeper]:
         yield keeper
     finally:
         keeper.close()
+
+
+def _entries(folder: Path) -> list[Path]:
+    """The entries of `folder`, none if it is gone or is not a folder."""
+    try:
+        return list(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
