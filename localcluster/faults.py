@@ -18,7 +18,7 @@ from pathlib import Path
 from localcluster import components as comp
 from localcluster.cluster import Api, s3_answers
 from localcluster.config import Layout, NodeSpec
-from localcluster.pki import build_leaf, load_ca, write_pair
+from localcluster.pki import load_ca, write_kubelet_pair
 from localcluster.procs import recorded_pid, spawn, start_time, stop_group
 
 RESTARTABLE = ("etcd", "s3", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -107,21 +107,6 @@ def _port_answers(port: int) -> bool:
     return False
 
 
-def write_kubelet_pair(pki: Path, node: str) -> None:
-    """The serving certificate of node `node`'s agent (its log endpoint), from the cluster's CA."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    issued = build_leaf(
-        load_ca(pki),
-        now,
-        f"system:node:{node}",
-        org="system:nodes",
-        dns=(node, "localhost"),
-        ips=("127.0.0.1",),
-        server=True,
-    )
-    write_pair(pki, issued, stem=f"kubelet-{node}")
-
-
 class LoseableNode:
     """A node served by a node agent of its own, beside the cluster's: losing it
     SIGKILLs the agent and every process of its pods, as when a machine dies.
@@ -139,7 +124,8 @@ class LoseableNode:
         self.state = lay.state / f"pods-{node.name}"
 
     def start(self) -> None:
-        write_kubelet_pair(self.lay.pki, self.node.name)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        write_kubelet_pair(self.lay.pki, load_ca(self.lay.pki), now, self.node.name)
         argv = comp.nodeagent_argv(self.lay, [self.node])
         argv = [a for a in argv if not a.startswith(("--kubelet-port=", "--state="))]
         argv += [f"--kubelet-port={self.port}", f"--state={self.state}"]

@@ -146,6 +146,20 @@ def write_pair(folder: Path, issued: Issuer, stem: str = "tls") -> None:
     _write_cert(folder / f"{stem}.crt", issued.cert)
 
 
+def write_kubelet_pair(pki: Path, ca: Issuer, now: datetime.datetime, node: str) -> None:
+    """The serving certificate of node `node`'s agent (its log endpoint)."""
+    kubelet = build_leaf(
+        ca,
+        now,
+        f"system:node:{node}",
+        org="system:nodes",
+        dns=(node, "localhost"),
+        ips=("127.0.0.1",),
+        server=True,
+    )
+    write_pair(pki, kubelet, stem=f"kubelet-{node}")
+
+
 def write_pki(pki: Path, node_names: list[str]) -> None:
     """Writes every file the components read into `pki` (a fresh folder per cluster)."""
     pki.mkdir(parents=True, exist_ok=True)
@@ -177,14 +191,4 @@ def write_pki(pki: Path, node_names: list[str]) -> None:
     )
 
     for node in node_names:
-        kubelet = build_leaf(
-            ca,
-            now,
-            f"system:node:{node}",
-            org="system:nodes",
-            dns=(node, "localhost"),
-            ips=("127.0.0.1",),
-            server=True,
-        )
-        _write_key(pki / f"kubelet-{node}.key", kubelet.key)
-        _write_cert(pki / f"kubelet-{node}.crt", kubelet.cert)
+        write_kubelet_pair(pki, ca, now, node)

@@ -3,6 +3,7 @@ with the command line `up` used, and a lost node's kubelet certificate."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import sys
 from pathlib import Path
@@ -20,9 +21,8 @@ from localcluster.faults import (  # noqa: E402
     FaultError,
     component_argv,
     stale_settings,
-    write_kubelet_pair,
 )
-from localcluster.pki import write_pki  # noqa: E402
+from localcluster.pki import load_ca, write_kubelet_pair, write_pki  # noqa: E402
 from localcluster.procs import spawn, stop_group  # noqa: E402
 
 
@@ -52,7 +52,8 @@ def test_other_names_are_refused(lay: Layout, name: str) -> None:
 
 def test_a_new_nodes_certificate_is_signed_by_the_cluster_ca(lay: Layout) -> None:
     write_pki(lay.pki, ["kt-cpu"])
-    write_kubelet_pair(lay.pki, "kt-lost")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    write_kubelet_pair(lay.pki, load_ca(lay.pki), now, "kt-lost")
     cert = x509.load_pem_x509_certificate((lay.pki / "kubelet-kt-lost.crt").read_bytes())
     ca = x509.load_pem_x509_certificate((lay.pki / "ca.crt").read_bytes())
     assert cert.issuer == ca.subject
