@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 
-PY_SOURCES := worker operator localcluster tests examples bench hack
+PY_SOURCES := contract worker operator localcluster tests examples bench hack
 .DEFAULT_GOAL := help
 
 help: ## List the targets

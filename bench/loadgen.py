@@ -59,9 +59,10 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 from scale_figures import PLAY_ANNOTATION  # noqa: E402
 from scale_kube import Kube, KubeConfig  # noqa: E402
 
-from kubetune.protocol import PROGRESS_AUDIENCE as AUDIENCE  # noqa: E402
-from kubetune.protocol import PROGRESS_FILE, WORKER_SPEC_ENV  # noqa: E402
-from kubetune.protocol import PROGRESS_MAX_BODY as MAX_DOC_BYTES  # noqa: E402
+from kubetune_contract import PROGRESS_AUDIENCE as AUDIENCE  # noqa: E402
+from kubetune_contract import PROGRESS_FILE, WORKER_SPEC_ENV  # noqa: E402
+from kubetune_contract import PROGRESS_MAX_BODY as MAX_DOC_BYTES  # noqa: E402
+from kubetune_contract import Progress  # noqa: E402
 from localcluster.kwok import EXIT_ANNOTATION, NODE_PREFIX  # noqa: E402
 
 TOKEN_SECONDS = 3600
@@ -79,7 +80,7 @@ def progress_doc(
     reason: str = "",
     message: str = "",
 ) -> dict[str, Any]:
-    """A progress document shaped as kubetune.progress.build_progress writes it."""
+    """A worker's progress document (kubetune_contract.Progress), as a dict."""
     last_result = {
         "training_iteration": iteration,
         "time_total_s": round(now - started, 3),
@@ -87,20 +88,15 @@ def progress_doc(
         "loss": round(1.0 / (1 + iteration), 6),
         "reported_at": now,
     }
-    return {
-        "run_id": run_id,
-        "state": state,
-        "reason": reason,
-        "message": message,
-        "iteration": iteration,
-        "last_result": last_result,
-        "updated": now,
-        "latest_checkpoint": None,
-        "best_checkpoint": None,
-        "checkpoints": [],
-        "restored_from": None,
-        "failures": 0,
-    }
+    return Progress(
+        run_id=run_id,
+        state=state,
+        reason=reason,
+        message=message,
+        iteration=iteration,
+        last_result=last_result,
+        updated=now,
+    ).to_dict()
 
 
 def encode_doc(doc: dict[str, Any]) -> bytes:

@@ -17,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from kubetune_operator.model import LABEL_JOB, LABEL_JOB_UID, LABEL_SWEEP, PodView
+from kubetune_contract import LABEL_JOB, LABEL_JOB_UID, LABEL_SWEEP
+from kubetune_operator.model import PodView
 
 JobKey = tuple[str, str]  # (namespace, name)
 

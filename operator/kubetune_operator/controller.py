@@ -1,5 +1,6 @@
-"""The reconcile loop: threads take job keys from the work queue and make each
-job's world match its status, one reconcile at a time per job.
+"""The TrainableJob reconcile: the reconcile threads (workqueue.py) take job
+keys from the work queue and make each job's world match its status, one
+reconcile at a time per job.
 
 A reconcile decides from the cache (filled by the watches), so a job whose
 world did not change costs no API request: it is not even reconciled, except
@@ -19,9 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from kubetune_contract import Progress
 from kubetune_operator import kube, storageio
 from kubetune_operator.cache import ClusterCache, JobKey
-from kubetune_operator.kueue import QueueGate
 from kubetune_operator.metrics import (
     RECONCILE_RETRIES,
     RECONCILE_SECONDS,
@@ -30,7 +31,9 @@ from kubetune_operator.metrics import (
     STATUS_WRITES,
     record_status_change,
 )
-from kubetune_operator.model import JobView, Phase, PodView, Progress, is_terminal
+from kubetune_operator.model import JobView, Phase, PodView, is_terminal
+from kubetune_operator.kueue.gate import QueueGate
+from kubetune_operator.kueue.workloads import WorkloadSync
 from kubetune_operator.podspec import PodSettings, build_worker_pod
 from kubetune_operator.progressbook import ProgressBook, newer
 from kubetune_operator.statemachine import (
@@ -40,8 +43,7 @@ from kubetune_operator.statemachine import (
     parse_rfc3339,
     refuse_pod_decision,
 )
-from kubetune_operator.workloads import WorkloadSync
-from kubetune_operator.workqueue import FairLine, WorkQueue, WriteBudget
+from kubetune_operator.workqueue import FairLine, ReconcileThreads, WorkQueue, WriteBudget
 
 log = logging.getLogger("kubetune_operator")
 
@@ -65,6 +67,13 @@ class ControllerSettings:
     kueue: bool = False
 
 
+def _count_reconcile(outcome: str, seconds: float) -> None:
+    RECONCILES.labels(outcome).inc()
+    if outcome == "error":  # retried with backoff
+        RECONCILE_RETRIES.labels("error").inc()
+    RECONCILE_SECONDS.observe(seconds)
+
+
 class Controller:
     def __init__(self, settings: ControllerSettings, cache: ClusterCache | None = None) -> None:
         self.settings = settings
@@ -81,16 +90,16 @@ class Controller:
         self.progress_line: FairLine[JobKey] = FairLine()
         self._secrets: dict[tuple[str, str], tuple[float, dict[str, str] | None]] = {}
         self.workloads = WorkloadSync(settings.pod, self.cache, self.pod_budget)
+        self.reconcilers = ReconcileThreads(
+            self.queue, self.reconcile, name="kubetune-reconcile", counted=_count_reconcile
+        )
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
 
     # running
 
     def start(self) -> None:
-        for i in range(self.settings.workers):
-            t = threading.Thread(target=self._work, name=f"kubetune-reconcile-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._threads.extend(self.reconcilers.start(self.settings.workers))
         for target, name in ((self._resync, "kubetune-resync"), (self._pace, "kubetune-pace")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -100,28 +109,6 @@ class Controller:
         self._stop.set()
         self.queue.close()
         self.progress_line.close()
-
-    def _work(self) -> None:
-        while not self._stop.is_set():
-            key = self.queue.get()
-            if key is None:
-                return
-            started = time.monotonic()
-            try:
-                again = self.reconcile(key)
-            except Exception as exc:  # never let one job stop a reconcile thread
-                delay = self.queue.retry_later(key)
-                RECONCILES.labels("error").inc()
-                RECONCILE_RETRIES.labels("error").inc()
-                log.warning("[%s/%s] reconcile failed, retrying in %.1fs: %s", *key, delay, exc)
-            else:
-                self.queue.forget(key)
-                RECONCILES.labels("ok").inc()
-                if again is not None:
-                    self.queue.add(key, again)
-            finally:
-                self.queue.done(key)
-                RECONCILE_SECONDS.observe(time.monotonic() - started)
 
     def _resync(self) -> None:
         # The backstop for anything missed: a pass over the cache, which costs

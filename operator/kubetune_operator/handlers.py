@@ -21,15 +21,21 @@ import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from kubetune.protocol import PROGRESS_AUDIENCE
+from kubetune_contract import (
+    API_GROUP,
+    API_VERSION,
+    LABEL_JOB_UID,
+    LABEL_SWEEP,
+    PLURAL,
+    PROGRESS_AUDIENCE,
+)
 from kubetune_operator import kube, kueue
 from kubetune_operator.cache import WorkerPod, job_key
 from kubetune_operator.controller import Controller, ControllerSettings
 from kubetune_operator.metrics import JOBS, JOBS_CACHED, QUEUE_DEPTH
-from kubetune_operator.model import API_GROUP, API_VERSION, LABEL_JOB_UID, LABEL_SWEEP, PLURAL
 from kubetune_operator.podspec import PodSettings
 from kubetune_operator.progress_api import PATH, ProgressReceiver
-from kubetune_operator.sweep_controller import SweepController
+from kubetune_operator.sweeps.controller import SweepController
 
 log = logging.getLogger("kubetune_operator")
 

@@ -18,9 +18,9 @@ from typing import Any, cast
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from kubetune_contract import API_GROUP, API_VERSION, KIND, LABEL_JOB_UID, PLURAL, SWEEP_PLURAL
 from kubetune_operator import kueue
 from kubetune_operator.metrics import API_ERRORS, API_REQUESTS
-from kubetune_operator.model import API_GROUP, API_VERSION, KIND, LABEL_JOB_UID, PLURAL
 
 log = logging.getLogger(__name__)
 
@@ -383,8 +383,6 @@ def job_has_pods(namespace: str, job_uid: str) -> bool:
 
 # TrainableSweeps: their trials (child TrainableJobs) and their status.
 
-SWEEPS = "trainablesweeps"
-
 
 def create_job(body: dict[str, Any]) -> dict[str, Any] | None:
     """A trial; None when one of that name exists already (creation is idempotent)."""
@@ -425,4 +423,4 @@ def patch_job(namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any
 
 
 def replace_sweep_status(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-    return replace_status(body, status, plural=SWEEPS)
+    return replace_status(body, status, plural=SWEEP_PLURAL)

@@ -10,26 +10,23 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from kubetune.protocol import (
-    PROGRESS_AUDIENCE,
-    PROGRESS_CA_FILE_ENV,
-    PROGRESS_TOKEN_FILE_ENV,
-    PROGRESS_URL_ENV,
-    TERMINATION_MESSAGE_PATH,
-    WORKER_SPEC_ENV,
-    WorkerSpec,
-)
-from kubetune_operator.model import (
+from kubetune_contract import (
     API_GROUP,
     API_VERSION,
     KIND,
     LABEL_ATTEMPT,
     LABEL_JOB,
     LABEL_JOB_UID,
+    PROGRESS_AUDIENCE,
+    PROGRESS_CA_FILE_ENV,
+    PROGRESS_TOKEN_FILE_ENV,
+    PROGRESS_URL_ENV,
+    TERMINATION_MESSAGE_PATH,
     WORKER_CONTAINER,
-    JobView,
-    worker_pod_name,
+    WORKER_SPEC_ENV,
+    WorkerSpec,
 )
+from kubetune_operator.model import JobView, worker_pod_name
 
 # Names of the environment variables the operator owns in the worker container:
 # a template may not override them, or the worker would run another job's settings.

@@ -25,11 +25,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from kubetune.protocol import PROGRESS_AUDIENCE as AUDIENCE
-from kubetune.protocol import PROGRESS_MAX_BODY
+from kubetune_contract import PROGRESS_AUDIENCE as AUDIENCE
+from kubetune_contract import PROGRESS_MAX_BODY, Progress
 from kubetune_operator.cache import ClusterCache, WorkerPod
 from kubetune_operator.metrics import PROGRESS_REPORTS, TOKEN_REVIEWS
-from kubetune_operator.model import Progress
 
 log = logging.getLogger("kubetune_operator.progress")
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from kubetune_operator.model import PodView, Progress
+from kubetune_contract import Progress
+from kubetune_operator.model import PodView
 
 SILENT_AFTER_S = 60.0
 

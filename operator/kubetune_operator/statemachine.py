@@ -25,30 +25,28 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from kubetune.protocol import (
+from kubetune_contract import (
     EXIT_REASONS,
     EXIT_STOPPED,
     EXIT_STORAGE,
     HOPELESS_EXIT_CODES,
+    Progress,
     is_within_run,
 )
+from kubetune_contract.progress import MAX_CHECKPOINTS, MAX_RESULT_KEYS, MAX_STRING
 from kubetune_operator.conditions import condition_is_true, get_condition, set_condition
-from kubetune_operator.kueue import QueueGate
+from kubetune_operator.kueue.gate import QueueGate
 from kubetune_operator.model import (
     Cond,
     JobView,
     Phase,
     PodView,
-    Progress,
     Reason,
     is_terminal,
     worker_pod_name,
 )
 from kubetune_operator.template_check import template_problem
 
-MAX_RESULT_KEYS = 30
-MAX_RESULT_STRING = 256
-MAX_CHECKPOINTS = 10
 # The worker refreshes its progress file at least every 30 s, even inside a
 # long step; four missed beats means its pod runs but nobody knows if it works.
 HEARTBEAT_STALE_S = 120.0
@@ -83,9 +81,9 @@ def cap_result(result: dict[str, Any]) -> dict[str, Any]:
                 value = None  # NaN and the infinities are not JSON: the API refuses them
             elif not isinstance(value, bool) and isinstance(value, int) and abs(value) >= 2**63:
                 value = None  # beyond int64, what the API stores
-            capped[str(key)[:MAX_RESULT_STRING]] = value
+            capped[str(key)[:MAX_STRING]] = value
         elif isinstance(value, str):
-            capped[str(key)[:MAX_RESULT_STRING]] = value[:MAX_RESULT_STRING]
+            capped[str(key)[:MAX_STRING]] = value[:MAX_STRING]
     return capped
 
 

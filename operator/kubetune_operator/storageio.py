@@ -16,11 +16,12 @@ import logging
 import math
 from typing import Any
 
-from kubetune.checkpoints import CheckpointError, RunStore, open_checkpoint
 from kubetune.storage import StorageError, open_storage
+from kubetune.storage.checkpoints import CheckpointError, RunStore, open_checkpoint
 from kubetune.storage.s3 import S3Storage
+from kubetune_contract import Progress
 from kubetune_operator.metrics import S3_REQUESTS
-from kubetune_operator.model import JobView, Progress
+from kubetune_operator.model import JobView
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def check_restore_from(job: JobView, credentials: dict[str, str] | None) -> str 
 def read_trial_results(job: JobView, credentials: dict[str, str] | None) -> list[dict[str, Any]]:
     """A sweep trial's results (each iteration once); [] when there are none yet
     or storage fails (the decision waits for the next change)."""
-    from kubetune.results import read_result_bytes
+    from kubetune.storage.results import read_result_bytes
 
     try:
         data = read_result_bytes(run_store(job, credentials).storage)

@@ -1,4 +1,5 @@
-"""A coalescing, delaying work queue with per-key backoff, and a write budget.
+"""A coalescing, delaying work queue with per-key backoff, the reconcile
+threads that serve it (one loop for every kind), and a write budget.
 
 The operator reconciles a job when something about it changed, not on a
 timer: watch events, progress reports and scheduled checks all `add` the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -21,6 +23,9 @@ from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+ObjectKey = tuple[str, str]  # (namespace, name)
+
+log = logging.getLogger("kubetune_operator")
 
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 60.0
@@ -162,6 +167,58 @@ class WorkQueue(Generic[K]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+
+class ReconcileThreads:
+    """The one reconcile loop, for every kind the operator reconciles (jobs,
+    sweeps), each with its own queue and reconcile function. A reconcile
+    returns the seconds after which to look again (None: only when something
+    changes); one that raises is retried after its key's backoff and never
+    stops a thread; one that succeeds resets the backoff. The threads end when
+    the queue is closed."""
+
+    def __init__(
+        self,
+        queue: WorkQueue[ObjectKey],
+        reconcile: Callable[[ObjectKey], float | None],
+        *,
+        name: str,
+        what: str = "reconcile",
+        counted: Callable[[str, float], None] = lambda outcome, seconds: None,
+    ) -> None:
+        self.queue = queue
+        self.reconcile = reconcile
+        self.name = name  # of the threads: name-0, name-1, ...
+        self.what = what  # in the log line of a failure
+        self.counted = counted  # ("ok" | "error", seconds) after each reconcile
+
+    def start(self, count: int) -> list[threading.Thread]:
+        threads = [
+            threading.Thread(target=self.run, name=f"{self.name}-{i}", daemon=True)
+            for i in range(count)
+        ]
+        for t in threads:
+            t.start()
+        return threads
+
+    def run(self) -> None:
+        """Reconcile keys until the queue is closed (the body of each thread)."""
+        while (key := self.queue.get()) is not None:
+            started = time.monotonic()
+            try:
+                again = self.reconcile(key)
+            except Exception as exc:  # never let one object stop a reconcile thread
+                delay = self.queue.retry_later(key)
+                outcome = "error"
+                log.warning("[%s/%s] %s failed, retrying in %.1fs: %s", *key, self.what, delay, exc)
+            else:
+                self.queue.forget(key)
+                outcome = "ok"
+                if again is not None:
+                    self.queue.add(key, again)
+            finally:
+                self.queue.done(key)
+            self.counted(outcome, time.monotonic() - started)
 
 
 class FairLine(Generic[K]):

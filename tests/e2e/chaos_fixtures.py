@@ -13,8 +13,8 @@ from typing import Any
 from kubernetes import client, watch
 from operator_fixtures import cluster_env, get_job, read_results, report_figure
 
-from kubetune.checkpoints import RunStore
 from kubetune.storage import open_storage
+from kubetune.storage.checkpoints import RunStore
 
 ENDED = ("Succeeded", "Failed")
 

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kubetune.checkpoints import RunStore
 from kubetune.storage import open_storage
+from kubetune.storage.checkpoints import RunStore
 from localcluster.testing import Cluster, read_env_file
 
 REPO = Path(__file__).resolve().parents[2]

@@ -40,9 +40,9 @@ from operator_fixtures import (
     wait_for,
 )
 
-from kubetune.checkpoints import RunStore, download_checkpoint
-from kubetune.protocol import CHECKPOINT_MANIFEST as MANIFEST
-from kubetune.trainable import DICT_CHECKPOINT_FILE
+from kubetune.sdk.trainable import DICT_CHECKPOINT_FILE
+from kubetune.storage.checkpoints import RunStore, download_checkpoint
+from kubetune_contract import CHECKPOINT_MANIFEST as MANIFEST
 from localcluster.config import Layout
 from localcluster.procs import start_time
 from localcluster.testing import Cluster

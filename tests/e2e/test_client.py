@@ -156,7 +156,8 @@ def _put(s3: Any, uri: str, data: bytes) -> None:
 
 
 def _code_job(name: str, storage: str, namespace: str, data: bytes, **code: str) -> dict[str, Any]:
-    from kubetune import protocol, shipping
+    import kubetune_contract as contract
+    from kubetune.runtime import shipping
 
     sha = shipping.digest(data)
     run_uri = f"{storage}/{namespace}/{name}"
@@ -164,7 +165,7 @@ def _code_job(name: str, storage: str, namespace: str, data: bytes, **code: str)
     del manifest["spec"]["trainable"]
     manifest["spec"]["storage"]["uri"] = storage
     manifest["spec"]["code"] = {
-        "uri": protocol.code_uri(run_uri, sha),
+        "uri": contract.code_uri(run_uri, sha),
         "sha256": sha,
         "python": shipping.python_version(),
         **code,

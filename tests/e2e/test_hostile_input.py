@@ -28,7 +28,7 @@ from operator_fixtures import (
 )
 from status_schema import status_problems
 
-from kubetune import protocol
+import kubetune_contract as contract
 
 pytestmark = pytest.mark.e2e
 
@@ -160,8 +160,8 @@ def test_the_operator_meets_corrupted_progress_files(
         job = wait_for(job_ns, name, phase_is("Suspended"), what="Suspended")
         uri = run_uri(job)
         doc = _hostile_progress(job["metadata"]["uid"], uri)[kind]
-        put(s3, f"{uri}/{protocol.RUN_FILE}", json.dumps({"run_id": "another-run"}).encode())
-        put(s3, f"{uri}/{protocol.PROGRESS_FILE}", doc)
+        put(s3, f"{uri}/{contract.RUN_FILE}", json.dumps({"run_id": "another-run"}).encode())
+        put(s3, f"{uri}/{contract.PROGRESS_FILE}", doc)
         set_suspend(job_ns, name, False)
     for kind in KINDS:
         name = f"corrupt-{kind}"
@@ -200,7 +200,7 @@ def test_the_worker_ignores_damaged_and_foreign_checkpoints(job_ns: str, s3: Any
     )
     job = wait_for(job_ns, "damaged", phase_is("Suspended"), what="Suspended")
     uri = run_uri(job)
-    put(s3, f"{uri}/{protocol.RUN_FILE}", json.dumps({"run_id": job["metadata"]["uid"]}).encode())
+    put(s3, f"{uri}/{contract.RUN_FILE}", json.dumps({"run_id": job["metadata"]["uid"]}).encode())
     manifests = {
         "checkpoint_000040": {"iteration": 40, "time": float("inf")},  # not a time
         "checkpoint_000050": {"iteration": 9, "time": 1.0},  # another folder's manifest
@@ -215,7 +215,7 @@ def test_the_worker_ignores_damaged_and_foreign_checkpoints(job_ns: str, s3: Any
             "files": [{"path": "w.bin", "size": 1}],
             **fields,
         }
-        put(s3, f"{uri}/{folder}/{protocol.CHECKPOINT_MANIFEST}", json.dumps(manifest).encode())
+        put(s3, f"{uri}/{folder}/{contract.CHECKPOINT_MANIFEST}", json.dumps(manifest).encode())
     set_suspend(job_ns, "damaged", False)
     wait_condition(job_ns, "damaged", "Complete", 120)
     status = get_job(job_ns, "damaged")["status"]

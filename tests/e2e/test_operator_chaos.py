@@ -21,8 +21,8 @@ from operator_fixtures import (
     wait_condition,
 )
 
-from kubetune.checkpoints import RunStore
 from kubetune.storage import open_storage
+from kubetune.storage.checkpoints import RunStore
 
 pytestmark = pytest.mark.e2e
 

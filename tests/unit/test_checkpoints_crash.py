@@ -16,11 +16,16 @@ from pathlib import Path
 import boto3
 import pytest
 
-from kubetune.checkpoints import CheckpointError, RunStore, download_checkpoint, open_checkpoint
-from kubetune.protocol import CHECKPOINT_MANIFEST
 from kubetune.storage import Storage
+from kubetune.storage.checkpoints import (
+    CheckpointError,
+    RunStore,
+    download_checkpoint,
+    open_checkpoint,
+)
 from kubetune.storage.local import LocalStorage
 from kubetune.storage.s3 import MiB, S3Storage
+from kubetune_contract import CHECKPOINT_MANIFEST
 
 BUCKET = "crash-test"
 N_SMALL = 80
@@ -31,7 +36,7 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from kubetune.checkpoints import RunStore
+    from kubetune.storage.checkpoints import RunStore
     from kubetune.storage.local import LocalStorage
     from kubetune.storage.s3 import MiB, S3Storage
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kubetune.checkpoints import (
+from kubetune.storage.checkpoints import (
     CheckpointInfo,
     build_manifest,
     missing_files,

@@ -12,17 +12,17 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from kubetune.checkpoints import (
+from kubetune.storage import Storage
+from kubetune.storage.checkpoints import (
     CheckpointError,
     RunConflictError,
     RunStore,
     download_checkpoint,
     open_checkpoint,
 )
-from kubetune.protocol import CHECKPOINT_MANIFEST, PROGRESS_FILE, RESULT_FILE, RUN_FILE
-from kubetune.storage import Storage
 from kubetune.storage.local import LocalStorage
 from kubetune.storage.s3 import MiB, S3Storage
+from kubetune_contract import CHECKPOINT_MANIFEST, PROGRESS_FILE, RESULT_FILE, RUN_FILE
 
 BUCKET = "kubetune-test"
 
@@ -121,8 +121,8 @@ def test_params_results_progress(store: RunStore) -> None:
     lines = (store.storage.read_bytes(RESULT_FILE) or b"").decode().splitlines()
     assert [json.loads(x)["training_iteration"] for x in lines] == [1, 2, 3]
     assert store.read_progress() is None
-    store.write_progress({"iteration": 3, "state": "running"})
-    store.write_progress({"iteration": 4, "state": "running"})
+    store.write_progress(json.dumps({"iteration": 3, "state": "running"}).encode())
+    store.write_progress(json.dumps({"iteration": 4, "state": "running"}).encode())
     assert store.read_progress() == {"iteration": 4, "state": "running"}
     store.storage.write_bytes(PROGRESS_FILE, b"{broken")
     assert store.read_progress() is None

@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 from urllib3.exceptions import ProtocolError
 
-from kubetune import cli
-from kubetune.cli_args import (
+from kubetune.cli.args import (
     check_trainable,
     parse_config_args,
     parse_pairs,
     parse_resources,
     parse_value,
 )
-from kubetune.cli_render import (
+from kubetune.cli import command as cli
+from kubetune.cli.render import (
     age,
     human_duration,
     metric_of,
@@ -38,9 +38,9 @@ from kubetune.cli_render import (
     render_results_table,
     result_rows,
 )
-from kubetune.cli_watch import CLEAR_LINE, JobDeleted, Watcher, job_updates
+from kubetune.cli.watch import CLEAR_LINE, JobDeleted, Watcher, job_updates
 from kubetune.client import kube as kube_module
-from kubetune.errors import InvalidSettings
+from kubetune.sdk.errors import InvalidSettings
 
 NOW = datetime(2026, 11, 30, 15, 0, 0, tzinfo=timezone.utc)
 

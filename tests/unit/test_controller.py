@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
+from kubetune_contract import LABEL_JOB, LABEL_JOB_UID
 from kubetune_operator import kube, storageio
 from kubetune_operator.controller import Controller, ControllerSettings
-from kubetune_operator.model import LABEL_JOB, LABEL_JOB_UID
 
 KEY = ("ns", "j")
 

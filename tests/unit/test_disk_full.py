@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 import kubetune
-from kubetune import protocol
-from kubetune.checkpoints import RunStore
-from kubetune.errors import disk_full_message, is_disk_full
+import kubetune_contract as contract
+from kubetune.sdk.errors import disk_full_message, is_disk_full
 from kubetune.storage import open_storage
+from kubetune.storage.checkpoints import RunStore
 
 
 class _Wrapper(Exception):
@@ -89,9 +89,9 @@ def test_disk_full_while_saving_fails_clearly_and_keeps_the_previous_checkpoint(
         checkpoint={"checkpoint_frequency": 5},
         raise_on_failure=False,
     )
-    assert result.exit_code == protocol.EXIT_DISK_FULL
-    assert protocol.EXIT_REASONS[result.exit_code] == "LocalDiskFull"
-    assert protocol.EXIT_DISK_FULL not in protocol.HOPELESS_EXIT_CODES  # retried
+    assert result.exit_code == contract.EXIT_DISK_FULL
+    assert contract.EXIT_REASONS[result.exit_code] == "LocalDiskFull"
+    assert contract.EXIT_DISK_FULL not in contract.HOPELESS_EXIT_CODES  # retried
     assert result.message.startswith("No space left on device while writing checkpoint 10 to ")
     assert "kubetune-save-" in result.message and "free of" in result.message
     store = RunStore(open_storage(str(tmp_path / "run")))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kubetune.protocol import EXIT_STOPPED
+from kubetune_contract import EXIT_STOPPED
 from kubetune_operator import kueue
 from kubetune_operator.conditions import get_condition
 from kubetune_operator.kueue import QueueGate, WorkloadView, plan_workload

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from kubetune.protocol import WORKER_SPEC_ENV, WorkerSpec
+from kubetune_contract import WORKER_SPEC_ENV, WorkerSpec
 from kubetune_operator.model import JobView
 from kubetune_operator.podspec import PodSettings, build_worker_pod, merge_security_context
 

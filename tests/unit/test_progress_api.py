@@ -16,8 +16,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from kubetune_contract import LABEL_JOB, LABEL_JOB_UID
 from kubetune_operator.cache import ClusterCache, WorkerPod
-from kubetune_operator.model import LABEL_JOB, LABEL_JOB_UID
 from kubetune_operator.progress_api import (
     MAX_BODY,
     PATH,

@@ -1,4 +1,4 @@
-"""The worker pushes its progress document to the operator (kubetune.push): the
+"""The worker pushes its progress document to the operator (kubetune.runtime.push): the
 bearer token re-read on each push, the body as written to the progress file,
 Retry-After and backoff honoured, refusals logged once, the final document
 pushed before exit, and a dead or silent endpoint never slowing the run."""
@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 import kubetune
-from kubetune import protocol
-from kubetune.push import (
+import kubetune_contract as contract
+from kubetune.runtime.push import (
     CA_FILE_ENV,
     MAX_BODY,
     TOKEN_FILE_ENV,
@@ -262,7 +262,7 @@ def test_the_loop_pushes_what_it_writes_and_the_final_document(
     assert len(docs) >= 3 and docs[0]["state"] == "running"
     assert all(r["auth"] == "Bearer token-1" for r in operator.received)
     # The last push is the final document, byte for byte the progress file.
-    final = (tmp_path / "run" / protocol.PROGRESS_FILE).read_bytes()
+    final = (tmp_path / "run" / contract.PROGRESS_FILE).read_bytes()
     assert operator.received[-1]["body"] == final
     assert docs[-1]["state"] == "completed" and docs[-1]["iteration"] == 400
     assert docs[-1]["latest_checkpoint"]["iteration"] == 400

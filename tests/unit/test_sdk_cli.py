@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kubetune import protocol
+import kubetune_contract as contract
 
 FIXTURES = textwrap.dedent(
     """
@@ -89,20 +89,20 @@ def last_line(text: str) -> str:
 
 
 def iterations(run: Path) -> list[int]:
-    with open(run / protocol.RESULT_FILE) as f:
+    with open(run / contract.RESULT_FILE) as f:
         return [json.loads(line)["training_iteration"] for line in f]
 
 
 def complete_checkpoints(run: Path) -> list[str]:
     return sorted(
-        p.name for p in run.glob("checkpoint_*") if (p / protocol.CHECKPOINT_MANIFEST).exists()
+        p.name for p in run.glob("checkpoint_*") if (p / contract.CHECKPOINT_MANIFEST).exists()
     )
 
 
 def wait_for_results(run: Path, n: int, proc: subprocess.Popen[str], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        path = run / protocol.RESULT_FILE
+        path = run / contract.RESULT_FILE
         if path.exists() and len(path.read_text().splitlines()) >= n:
             return
         assert proc.poll() is None, proc.communicate()
@@ -127,13 +127,13 @@ def test_sigterm_saves_a_checkpoint_that_restores_and_exits_75(proj):
     wait_for_results(run, 3, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == protocol.EXIT_STOPPED, err
+    assert proc.returncode == contract.EXIT_STOPPED, err
     assert last_line(err).startswith("StoppedWithCheckpoint: stopped on SIGTERM at iteration")
     assert (proj / "termination-log").read_text().strip() == last_line(err)
     done = iterations(run)
     assert complete_checkpoints(run) == [f"checkpoint_{done[-1]:06d}"]
     assert done == list(range(1, len(done) + 1))
-    progress = json.loads((run / protocol.PROGRESS_FILE).read_text())
+    progress = json.loads((run / contract.PROGRESS_FILE).read_text())
     assert progress["state"] == "stopped" and progress["latest_checkpoint"]["iteration"] == done[-1]
     # Restarting continues right after it, with the model state restored.
     again = kubetune(
@@ -145,7 +145,7 @@ def test_sigterm_saves_a_checkpoint_that_restores_and_exits_75(proj):
         f"training_iteration={done[-1] + 2}",
     )
     assert again.returncode == 0, again.stderr
-    with open(run / protocol.RESULT_FILE) as f:
+    with open(run / contract.RESULT_FILE) as f:
         rows = [json.loads(line) for line in f]
     assert [r["training_iteration"] for r in rows[-2:]] == [done[-1] + 1, done[-1] + 2]
     assert rows[-1]["x"] == done[-1] + 2
@@ -169,7 +169,7 @@ def test_second_signal_exits_at_once_without_a_new_checkpoint(proj):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert time.monotonic() - begun < 10
-    assert proc.returncode == protocol.EXIT_STOP_UNSAVED
+    assert proc.returncode == contract.EXIT_STOP_UNSAVED
     assert last_line(err).startswith("StoppedWithoutCheckpoint: second SIGTERM")
     assert complete_checkpoints(run) == []
 
@@ -215,31 +215,31 @@ def test_restore_from_continues_at_the_next_iteration(proj):
     [
         (
             ["no_such_module:X"],
-            protocol.EXIT_BAD_TRAINABLE,
+            contract.EXIT_BAD_TRAINABLE,
             "cannot import module 'no_such_module'",
         ),
         (
             ["broken_sdk:X"],
-            protocol.EXIT_BAD_TRAINABLE,
+            contract.EXIT_BAD_TRAINABLE,
             "No module named 'numpy_that_is_not_there'",
         ),
-        (["fixtures_sdk:Missing"], protocol.EXIT_BAD_TRAINABLE, "has no attribute 'Missing'"),
-        (["fixtures_sdk:NOT_A_TRAINABLE"], protocol.EXIT_BAD_TRAINABLE, "neither a kubetune"),
-        (["fixtures_sdk"], protocol.EXIT_BAD_TRAINABLE, "must be MODULE:ATTR"),
-        (["fixtures_sdk:ReturnsList"], protocol.EXIT_BAD_TRAINABLE, "needs to return a dict"),
+        (["fixtures_sdk:Missing"], contract.EXIT_BAD_TRAINABLE, "has no attribute 'Missing'"),
+        (["fixtures_sdk:NOT_A_TRAINABLE"], contract.EXIT_BAD_TRAINABLE, "neither a kubetune"),
+        (["fixtures_sdk"], contract.EXIT_BAD_TRAINABLE, "must be MODULE:ATTR"),
+        (["fixtures_sdk:ReturnsList"], contract.EXIT_BAD_TRAINABLE, "needs to return a dict"),
         (
             ["fixtures_sdk:Slow", "--restore-from", "/nowhere/checkpoint_000001"],
-            protocol.EXIT_BAD_CHECKPOINT,
+            contract.EXIT_BAD_CHECKPOINT,
             "does not exist",
         ),
-        (["fixtures_sdk:Slow", "--config", "{bad"], protocol.EXIT_USAGE, "not valid JSON"),
-        (["fixtures_sdk:Slow", "--stop", "loss"], protocol.EXIT_USAGE, "must be KEY=VALUE"),
-        (["fixtures_sdk:Slow", "--stop", "loss=low"], protocol.EXIT_USAGE, "is not a number"),
-        (["fixtures_sdk:Slow", "--num-to-keep", "0"], protocol.EXIT_USAGE, "num_to_keep"),
-        (["fixtures_sdk:Slow", "--bogus"], protocol.EXIT_USAGE, "unrecognized arguments"),
+        (["fixtures_sdk:Slow", "--config", "{bad"], contract.EXIT_USAGE, "not valid JSON"),
+        (["fixtures_sdk:Slow", "--stop", "loss"], contract.EXIT_USAGE, "must be KEY=VALUE"),
+        (["fixtures_sdk:Slow", "--stop", "loss=low"], contract.EXIT_USAGE, "is not a number"),
+        (["fixtures_sdk:Slow", "--num-to-keep", "0"], contract.EXIT_USAGE, "num_to_keep"),
+        (["fixtures_sdk:Slow", "--bogus"], contract.EXIT_USAGE, "unrecognized arguments"),
         (
             ["fixtures_sdk:Slow", "--storage", "/proc/kubetune-cannot"],
-            protocol.EXIT_STORAGE,
+            contract.EXIT_STORAGE,
             "cannot create storage folder",
         ),
         (
@@ -250,7 +250,7 @@ def test_restore_from_continues_at_the_next_iteration(proj):
                 "--endpoint-url",
                 "http://127.0.0.1:9",
             ],
-            protocol.EXIT_STORAGE,
+            contract.EXIT_STORAGE,
             "cannot reach S3 endpoint http://127.0.0.1:9",
         ),
     ],
@@ -275,7 +275,7 @@ def test_bad_input_gives_its_code_and_one_line(proj, args, code, needle):
     done = kubetune(proj, *args, "--stop", "training_iteration=3", timeout=120)
     assert done.returncode == code, done.stderr
     assert needle in last_line(done.stderr)
-    assert last_line(done.stderr).startswith(protocol.EXIT_REASONS[code] + ": ")
+    assert last_line(done.stderr).startswith(contract.EXIT_REASONS[code] + ": ")
     assert "Traceback" not in done.stderr
     assert (proj / "termination-log").read_text().strip() == last_line(done.stderr)
 
@@ -290,13 +290,13 @@ def test_a_checkpoint_that_fails_to_load(proj):
         "--restore-from",
         str(proj / "old" / "checkpoint_000001"),
     )
-    assert done.returncode == protocol.EXIT_BAD_CHECKPOINT
+    assert done.returncode == contract.EXIT_BAD_CHECKPOINT
     assert "fails to load: ValueError: shape mismatch" in last_line(done.stderr)
 
 
 def test_a_misspelt_stop_key_ends_the_run_at_once(proj):
     done = kubetune(proj, "fixtures_sdk:Slow", "--storage", "r", "--stop", "training_iterations=3")
-    assert done.returncode == protocol.EXIT_USAGE
+    assert done.returncode == contract.EXIT_USAGE
     line = last_line(done.stderr)
     assert "stop criterion 'training_iterations' is not in the first result" in line
     assert "did you mean 'training_iteration'?" in line
@@ -309,7 +309,7 @@ def test_function_and_storage_default(proj):
 
 
 def test_worker_entry_point(proj):
-    spec = protocol.WorkerSpec(
+    spec = contract.WorkerSpec(
         trainable="fixtures_sdk:Slow",
         run_uri=str(proj / "ns" / "job"),
         run_id="uid-1",
@@ -319,7 +319,7 @@ def test_worker_entry_point(proj):
     )
 
     def worker(spec_env: str) -> subprocess.CompletedProcess[str]:
-        env = env_for(proj) | {protocol.WORKER_SPEC_ENV: spec_env}
+        env = env_for(proj) | {contract.WORKER_SPEC_ENV: spec_env}
         return subprocess.run(
             [sys.executable, "-m", "kubetune.worker"],
             cwd=proj,
@@ -332,14 +332,14 @@ def test_worker_entry_point(proj):
     done = worker(spec.to_env())
     assert done.returncode == 0, done.stderr
     assert complete_checkpoints(proj / "ns" / "job") == ["checkpoint_000002", "checkpoint_000003"]
-    doc = json.loads((proj / "ns" / "job" / protocol.PROGRESS_FILE).read_text())
+    doc = json.loads((proj / "ns" / "job" / contract.PROGRESS_FILE).read_text())
     assert doc["run_id"] == "uid-1" and doc["state"] == "completed"
     spec.run_id = "uid-2"
     clash = worker(spec.to_env())
-    assert clash.returncode == protocol.EXIT_RUN_CONFLICT
+    assert clash.returncode == contract.EXIT_RUN_CONFLICT
     assert last_line(clash.stderr).startswith("RunFolderConflict: ")
     bad = worker('{"trainable": "x"}')
-    assert bad.returncode == protocol.EXIT_USAGE and "WorkerSpec" in last_line(bad.stderr)
+    assert bad.returncode == contract.EXIT_USAGE and "WorkerSpec" in last_line(bad.stderr)
 
 
 def test_live_line_on_a_terminal(proj):
@@ -423,6 +423,6 @@ def test_the_examples_run_from_the_repository_root(tmp_path):
     wait_for_results(tmp_path / "f", 7, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == protocol.EXIT_STOPPED, err
+    assert proc.returncode == contract.EXIT_STOPPED, err
     stopped_at = iterations(tmp_path / "f")[-1]
     assert complete_checkpoints(tmp_path / "f")[-1] == f"checkpoint_{stopped_at:06d}"

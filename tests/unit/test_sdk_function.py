@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 import kubetune
-from kubetune import protocol
-from kubetune.signals import StopSignals
+import kubetune_contract as contract
+from kubetune.runtime.signals import StopSignals
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +29,7 @@ def go(tmp_path, fn, folder="run", **kw):
 
 
 def results(tmp_path, folder="run"):
-    with open(tmp_path / folder / protocol.RESULT_FILE) as f:
+    with open(tmp_path / folder / contract.RESULT_FILE) as f:
         return [json.loads(line) for line in f]
 
 
@@ -145,7 +145,7 @@ def test_a_generator_function(tmp_path):
 
 def test_returning_a_string_is_a_bad_trainable(tmp_path):
     out = go(tmp_path, lambda config: "nope")
-    assert out.exit_code == protocol.EXIT_BAD_TRAINABLE and "dict or a number" in out.message
+    assert out.exit_code == contract.EXIT_BAD_TRAINABLE and "dict or a number" in out.message
 
 
 def test_function_failure_retries_from_its_checkpoint(tmp_path):
@@ -201,7 +201,7 @@ def test_report_rejects_bad_input(tmp_path):
         kubetune.report([1, 2])  # type: ignore[arg-type]
 
     out = go(tmp_path, fn)
-    assert out.exit_code == protocol.EXIT_TRAINABLE_ERROR and "dict of metrics" in out.message
+    assert out.exit_code == contract.EXIT_TRAINABLE_ERROR and "dict of metrics" in out.message
 
 
 def test_stop_request_with_a_checkpoint_at_that_report(tmp_path):
@@ -217,7 +217,7 @@ def test_stop_request_with_a_checkpoint_at_that_report(tmp_path):
             kubetune.report({"step": step}, checkpoint=ck)
 
     out = go(tmp_path, cooperative, signals=signals)
-    assert out.exit_code == protocol.EXIT_STOPPED
+    assert out.exit_code == contract.EXIT_STOPPED
     assert out.checkpoint.path.endswith("checkpoint_000004")
 
 
@@ -232,7 +232,7 @@ def test_stop_request_without_a_checkpoint_is_unsaved(tmp_path):
             kubetune.report({"step": step}, checkpoint=ck)
 
     out = go(tmp_path, fn, signals=signals)
-    assert out.exit_code == protocol.EXIT_STOP_UNSAVED
+    assert out.exit_code == contract.EXIT_STOP_UNSAVED
     assert "checkpoint_000002" in out.message and out.metrics["training_iteration"] == 6
 
 

@@ -11,10 +11,11 @@ import tempfile
 import pytest
 
 import kubetune
-from kubetune import Trainable, protocol
-from kubetune.checkpoints import RunStore
-from kubetune.signals import StopSignals
+import kubetune_contract as contract
+from kubetune import Trainable
+from kubetune.runtime.signals import StopSignals
 from kubetune.storage import open_storage
+from kubetune.storage.checkpoints import RunStore
 
 
 @pytest.fixture(autouse=True)
@@ -56,12 +57,12 @@ def go(tmp_path, trainable=Model, folder="run", **kw):
 
 
 def results(tmp_path, folder="run"):
-    with open(tmp_path / folder / protocol.RESULT_FILE) as f:
+    with open(tmp_path / folder / contract.RESULT_FILE) as f:
         return [json.loads(line) for line in f]
 
 
 def progress(tmp_path, folder="run"):
-    return json.loads((tmp_path / folder / protocol.PROGRESS_FILE).read_text())
+    return json.loads((tmp_path / folder / contract.PROGRESS_FILE).read_text())
 
 
 def kept(tmp_path, folder="run"):
@@ -101,7 +102,7 @@ def test_done_from_the_trainable_stops(tmp_path):
 
 def test_a_misspelt_stop_key_fails_at_the_first_result_naming_the_keys(tmp_path):
     out = go(tmp_path, stop={"training_iterations": 3})
-    assert out.state == "failed" and out.exit_code == protocol.EXIT_USAGE
+    assert out.state == "failed" and out.exit_code == contract.EXIT_USAGE
     assert out.reason == "InvalidSettings" and out.iteration == 0
     assert "stop criterion 'training_iterations' is not in the first result" in out.message
     assert "did you mean 'training_iteration'?" in out.message
@@ -110,7 +111,7 @@ def test_a_misspelt_stop_key_fails_at_the_first_result_naming_the_keys(tmp_path)
 
 def test_any_missing_stop_key_fails_even_beside_a_good_one(tmp_path):
     out = go(tmp_path, stop={"no_such_metric": 1, "training_iteration": 4})
-    assert out.exit_code == protocol.EXIT_USAGE and "'no_such_metric'" in out.message
+    assert out.exit_code == contract.EXIT_USAGE and "'no_such_metric'" in out.message
 
 
 def test_a_stop_key_dropped_after_the_first_result_warns_once(tmp_path, caplog):
@@ -134,7 +135,7 @@ def test_a_function_with_a_misspelt_stop_key_fails(tmp_path):
             kubetune.report({"loss": 1.0 / (i + 1)})
 
     out = go(tmp_path, train, stop={"los": 0.5})
-    assert out.exit_code == protocol.EXIT_USAGE and out.iteration <= 1
+    assert out.exit_code == contract.EXIT_USAGE and out.iteration <= 1
     assert "did you mean 'loss'?" in out.message
 
 
@@ -144,7 +145,7 @@ def test_a_score_attribute_missing_from_the_first_checkpoint_fails_keeping_it(tm
         stop={"training_iteration": 10},
         checkpoint={"frequency": 2, "num_to_keep": 1, "score_attribute": "acc"},
     )
-    assert out.exit_code == protocol.EXIT_USAGE and out.iteration == 2
+    assert out.exit_code == contract.EXIT_USAGE and out.iteration == 2
     assert "checkpoint score attribute 'acc' is not in the first checkpoint's result" in (
         out.message
     )
@@ -187,7 +188,7 @@ def test_every_result_is_persisted_and_params_written(tmp_path):
     go(tmp_path, config=config, stop={"training_iteration": 50})
     rows = results(tmp_path)
     assert len(rows) == 50 and rows[10]["config"] == config
-    assert json.loads((tmp_path / "run" / protocol.PARAMS_FILE).read_text()) == config
+    assert json.loads((tmp_path / "run" / contract.PARAMS_FILE).read_text()) == config
 
 
 def test_progress_file_shape(tmp_path):
@@ -234,7 +235,7 @@ def test_last_result_caps_keys_and_strings(tmp_path):
     assert len(last) == 30 and next(iter(last)) == "training_iteration"
     assert "m00" in last
     wide = go(tmp_path, Wide, folder="run2", stop={"training_iteration": 1}).metrics
-    from kubetune.progress import scalar_result
+    from kubetune.runtime.progress import scalar_result
 
     small = scalar_result({"text": "y" * 1000, "nan": float("nan")})
     assert small == {"text": "y" * 256, "nan": "NaN"}
@@ -342,7 +343,7 @@ def test_restore_from_another_runs_checkpoint(tmp_path):
 
 def test_restore_from_a_missing_checkpoint(tmp_path):
     out = go(tmp_path, restore_from=str(tmp_path / "nope" / "checkpoint_000001"))
-    assert out.exit_code == protocol.EXIT_BAD_CHECKPOINT and "does not exist" in out.message
+    assert out.exit_code == contract.EXIT_BAD_CHECKPOINT and "does not exist" in out.message
     assert progress(tmp_path)["state"] == "failed"
 
 
@@ -354,7 +355,7 @@ def test_a_checkpoint_that_fails_to_load(tmp_path):
             raise KeyError("weights")
 
     out = go(tmp_path, Incompatible, restore_from=str(tmp_path / "old" / "checkpoint_000002"))
-    assert out.exit_code == protocol.EXIT_BAD_CHECKPOINT
+    assert out.exit_code == contract.EXIT_BAD_CHECKPOINT
     assert "fails to load: KeyError" in out.message
 
 
@@ -385,7 +386,7 @@ def test_max_failures(tmp_path, max_failures, fail_at, ok):
     )
     assert out.ok is ok
     if not ok:
-        assert out.exit_code == protocol.EXIT_TRAINABLE_ERROR
+        assert out.exit_code == contract.EXIT_TRAINABLE_ERROR
         assert "RuntimeError: boom" in out.message and isinstance(out.error, RuntimeError)
         assert progress(tmp_path)["reason"] == "TrainableError"
 
@@ -398,7 +399,7 @@ def test_failure_raises_by_default(tmp_path):
             verbose=0,
             config={"fail_at": [1], "marker": str(tmp_path / "m")},
         )
-    assert info.value.result.exit_code == protocol.EXIT_TRAINABLE_ERROR
+    assert info.value.result.exit_code == contract.EXIT_TRAINABLE_ERROR
 
 
 def test_step_returning_a_non_dict(tmp_path):
@@ -407,16 +408,16 @@ def test_step_returning_a_non_dict(tmp_path):
             return [1]
 
     out = go(tmp_path, Bad, max_failures=3)
-    assert out.exit_code == protocol.EXIT_BAD_TRAINABLE and out.failures == 0
+    assert out.exit_code == contract.EXIT_BAD_TRAINABLE and out.failures == 0
     assert "step() needs to return a dict" in out.message
 
 
 def test_another_runs_folder_is_refused_and_left_alone(tmp_path):
     go(tmp_path, run_id="uid-a", stop={"training_iteration": 2})
-    before = (tmp_path / "run" / protocol.PROGRESS_FILE).read_text()
+    before = (tmp_path / "run" / contract.PROGRESS_FILE).read_text()
     out = go(tmp_path, run_id="uid-b", stop={"training_iteration": 2})
-    assert out.exit_code == protocol.EXIT_RUN_CONFLICT and "uid-a" in out.message
-    assert (tmp_path / "run" / protocol.PROGRESS_FILE).read_text() == before
+    assert out.exit_code == contract.EXIT_RUN_CONFLICT and "uid-a" in out.message
+    assert (tmp_path / "run" / contract.PROGRESS_FILE).read_text() == before
 
 
 # --- stop requests (the in-process half of SIGTERM) --------------------------------------
@@ -435,7 +436,7 @@ def _stopping(signals, at):
 def test_stop_request_finishes_the_step_and_saves(tmp_path):
     signals = StopSignals()
     out = go(tmp_path, _stopping(signals, 4), signals=signals, checkpoint={"frequency": 10})
-    assert out.exit_code == protocol.EXIT_STOPPED and out.state == "stopped"
+    assert out.exit_code == contract.EXIT_STOPPED and out.state == "stopped"
     assert kept(tmp_path) == [4] and results(tmp_path)[-1]["training_iteration"] == 4
     doc = progress(tmp_path)
     assert doc["state"] == "stopped" and doc["reason"] == "StoppedWithCheckpoint"
@@ -451,7 +452,7 @@ def test_stop_request_when_saving_fails(tmp_path):
             raise OSError("disk full")
 
     out = go(tmp_path, CannotSave, signals=signals)
-    assert out.exit_code == protocol.EXIT_STOP_UNSAVED
+    assert out.exit_code == contract.EXIT_STOP_UNSAVED
     assert "disk full" in out.message and progress(tmp_path)["state"] == "stopped"
 
 
@@ -479,7 +480,7 @@ def test_context_in_a_class_trainable(tmp_path):
             return super().step()
 
     out = go(tmp_path, Polls, signals=signals, run_id="uid-9")
-    assert seen == [("uid-9", False), ("uid-9", True)] and out.exit_code == protocol.EXIT_STOPPED
+    assert seen == [("uid-9", False), ("uid-9", True)] and out.exit_code == contract.EXIT_STOPPED
     assert kept(tmp_path) == [1]
 
     class Reports(Model):
@@ -488,4 +489,4 @@ def test_context_in_a_class_trainable(tmp_path):
             return {}
 
     out = go(tmp_path, Reports, folder="r2")
-    assert out.exit_code == protocol.EXIT_TRAINABLE_ERROR and "training functions" in out.message
+    assert out.exit_code == contract.EXIT_TRAINABLE_ERROR and "training functions" in out.message

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 import kubetune
-from kubetune import protocol
-from kubetune.display import LiveLine, PlainLines, Reporter, make_reporter, summarize
-from kubetune.persist import Persister, ResultEncoder
-from kubetune.results import read_result_bytes
+import kubetune_contract as contract
+from kubetune.runtime.display import LiveLine, PlainLines, Reporter, make_reporter, summarize
+from kubetune.runtime.persist import Persister, ResultEncoder
 from kubetune.storage import Storage, StorageError
 from kubetune.storage.base import check_limit
+from kubetune.storage.results import read_result_bytes
 
 
 @pytest.fixture(autouse=True)
@@ -142,8 +142,8 @@ class MemoryStore:
     def results(self) -> bytes:
         return read_result_bytes(self.storage)
 
-    def write_progress(self, doc: dict[str, Any]) -> None:
-        self.progress.append(doc)
+    def write_progress(self, body: bytes) -> None:
+        self.progress.append(json.loads(body))
 
 
 def test_writer_thread_flushes_on_its_own_and_on_demand():
@@ -155,14 +155,14 @@ def test_writer_thread_flushes_on_its_own_and_on_demand():
     while not store.results and time.monotonic() < deadline:
         time.sleep(0.01)
     assert store.results == b'{"i":1}\n'
-    assert protocol.RESULT_FILE not in store.storage.objects  # assembled at the end only
-    p.submit_progress({"updated": 1.0, "state": "running"})
+    assert contract.RESULT_FILE not in store.storage.objects  # assembled at the end only
+    p.submit_progress(contract.Progress(run_id=None, state="running", iteration=0, updated=1.0))
     time.sleep(0.4)  # the heartbeat rewrites the last document with a fresh time
     assert store.progress[0]["updated"] == 1.0 and store.progress[-1]["updated"] > 1.0
     p.add({"i": 2})
     p.close()
     assert store.results.decode().splitlines() == ['{"i":1}', '{"i":2}']
-    assert store.storage.objects[protocol.RESULT_FILE] == b'{"i":1}\n{"i":2}\n'
+    assert store.storage.objects[contract.RESULT_FILE] == b'{"i":1}\n{"i":2}\n'
 
 
 def test_a_write_error_is_kept_for_the_loop():
@@ -215,11 +215,11 @@ def test_storage_failing_mid_run_ends_with_the_storage_code(tmp_path, monkeypatc
         checkpoint={"frequency": 1},
         stop={"training_iteration": 50},
     )
-    assert out.exit_code == protocol.EXIT_STORAGE and "disk gone" in out.message
+    assert out.exit_code == contract.EXIT_STORAGE and "disk gone" in out.message
 
 
 def test_summary_and_reporters():
-    from kubetune.checkpoints import CheckpointInfo
+    from kubetune.storage.checkpoints import CheckpointInfo
 
     info = CheckpointInfo(iteration=10, path="/r/checkpoint_000010", time=0.0)
     line = summarize(12, {"loss": 0.123456, "acc": 0.9, "time_total_s": 3.21, "config": {}}, info)
@@ -244,7 +244,7 @@ def test_summary_and_reporters():
 
 
 def test_progress_values_are_json_safe():
-    from kubetune.progress import build_progress
+    from kubetune.runtime.progress import build_progress
 
     doc = build_progress(
         run_id=None,
@@ -257,7 +257,7 @@ def test_progress_values_are_json_safe():
         best=None,
         checkpoints=[],
         restored_from=None,
-    )
+    ).to_dict()
     assert doc["last_result"] == {"a": "Infinity", "s": 2.0, "n": None}
     assert not any(
         isinstance(v, float) and not math.isfinite(v) for v in doc["last_result"].values()

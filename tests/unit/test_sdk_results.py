@@ -1,4 +1,4 @@
-"""Results as immutable segments (kubetune.results): each segment written once,
+"""Results as immutable segments (kubetune.storage.results): each segment written once,
 merges that bound the object count, result.json assembled with every iteration
 exactly once (after a restart, after a SIGKILL), bytes written bounded, and
 large segments copied on the S3 server."""
@@ -23,9 +23,12 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 import kubetune
-from kubetune import protocol
-from kubetune.checkpoints import RunStore
-from kubetune.results import (
+import kubetune_contract as contract
+from kubetune.storage import Storage, StorageError
+from kubetune.storage.base import Piece
+from kubetune.storage.checkpoints import RunStore
+from kubetune.storage.local import LocalStorage
+from kubetune.storage.results import (
     ResultLog,
     Segment,
     build_view,
@@ -34,9 +37,6 @@ from kubetune.results import (
     read_results,
     segment_name,
 )
-from kubetune.storage import Storage, StorageError
-from kubetune.storage.base import Piece
-from kubetune.storage.local import LocalStorage
 from kubetune.storage.s3 import MiB, S3Storage, _copy_ranges
 
 BUCKET = "kubetune-results"
@@ -68,7 +68,7 @@ class Counting(LocalStorage):
     def write_bytes(self, path: str, data: bytes) -> None:
         self.written[path] += 1
         self.bytes_written += len(data)
-        if path == protocol.RESULT_FILE:
+        if path == contract.RESULT_FILE:
             self.assembled_bytes += len(data)
         super().write_bytes(path, data)
 
@@ -121,14 +121,14 @@ def test_each_flush_is_one_new_object_written_once(tmp_path):
     log.begin(0)
     for first in range(1, 200, 10):
         log.append(lines(first, first + 9))
-    segments = [p for p in storage.written if p.startswith(protocol.RESULTS_DIR)]
+    segments = [p for p in storage.written if p.startswith(contract.RESULTS_DIR)]
     assert len(segments) == 20 and set(storage.written.values()) == {1}
-    assert protocol.RESULT_FILE not in storage.written  # assembled at the end only
-    assert storage.reads == [protocol.RESULT_FILE]  # open(): is there an old result.json?
+    assert contract.RESULT_FILE not in storage.written  # assembled at the end only
+    assert storage.reads == [contract.RESULT_FILE]  # open(): is there an old result.json?
     log.finish()
-    assert iterations(storage.read_bytes(protocol.RESULT_FILE) or b"") == list(range(1, 201))
-    assert storage.written[protocol.RESULT_FILE] == 1
-    assert [p for p in storage.reads if p.startswith(protocol.RESULTS_DIR)] == []
+    assert iterations(storage.read_bytes(contract.RESULT_FILE) or b"") == list(range(1, 201))
+    assert storage.written[contract.RESULT_FILE] == 1
+    assert [p for p in storage.reads if p.startswith(contract.RESULTS_DIR)] == []
 
 
 def test_a_long_tail_is_merged_at_the_end(tmp_path):
@@ -139,10 +139,10 @@ def test_a_long_tail_is_merged_at_the_end(tmp_path):
     for i in range(1, 101):
         log.append(lines(i, i))
     log.finish()
-    assert [n for n, _ in storage.list_files(protocol.RESULTS_DIR)] == [
+    assert [n for n, _ in storage.list_files(contract.RESULTS_DIR)] == [
         "00000100-00000001-00000100.jsonl"
     ]
-    assert iterations(storage.read_bytes(protocol.RESULT_FILE) or b"") == list(range(1, 101))
+    assert iterations(storage.read_bytes(contract.RESULT_FILE) or b"") == list(range(1, 101))
     short = Counting(str(tmp_path / "short"))
     log = ResultLog(short)
     log.open()
@@ -150,7 +150,7 @@ def test_a_long_tail_is_merged_at_the_end(tmp_path):
     for i in range(1, 11):
         log.append(lines(i, i))
     log.finish()  # a short tail stays as it is
-    assert len(short.list_files(protocol.RESULTS_DIR)) == 10
+    assert len(short.list_files(contract.RESULTS_DIR)) == 10
 
 
 def test_bytes_written_stay_bounded_however_long_the_run(tmp_path):
@@ -169,10 +169,10 @@ def test_bytes_written_stay_bounded_however_long_the_run(tmp_path):
         if flush % 50 == 49:
             log.assemble_if_cheap()
     log.finish()
-    result = storage.read_bytes(protocol.RESULT_FILE) or b""
+    result = storage.read_bytes(contract.RESULT_FILE) or b""
     assert iterations(result) == list(range(1, it))
     segment_bytes = sum(
-        size for name, size in storage.list_files(protocol.RESULTS_DIR) if name.endswith(".jsonl")
+        size for name, size in storage.list_files(contract.RESULTS_DIR) if name.endswith(".jsonl")
     )
     assert segment_bytes == len(result)  # merged segments hold the results once
     # Segments and merges: twice the results. result.json (no server-side copy
@@ -180,9 +180,9 @@ def test_bytes_written_stay_bounded_however_long_the_run(tmp_path):
     assembled = storage.assembled_bytes
     assert storage.bytes_written - assembled <= 2 * len(result)
     assert assembled <= 3 * len(result)
-    assert len(storage.list_files(protocol.RESULTS_DIR)) <= 2000 // 16 + 16
+    assert len(storage.list_files(contract.RESULTS_DIR)) <= 2000 // 16 + 16
     # The 40 assemblies asked for ran only when the results had doubled.
-    assert storage.written[protocol.RESULT_FILE] <= 12
+    assert storage.written[contract.RESULT_FILE] <= 12
 
 
 def test_a_restart_keeps_every_iteration_once(tmp_path):
@@ -199,8 +199,8 @@ def test_a_restart_keeps_every_iteration_once(tmp_path):
     assert read_result_bytes(storage) == lines(1, 30)  # the marker cut 31..44 at once
     again.append(lines(31, 50))
     again.finish()
-    assert iterations(storage.read_bytes(protocol.RESULT_FILE) or b"") == list(range(1, 51))
-    assert read_result_bytes(storage) == storage.read_bytes(protocol.RESULT_FILE)
+    assert iterations(storage.read_bytes(contract.RESULT_FILE) or b"") == list(range(1, 51))
+    assert read_result_bytes(storage) == storage.read_bytes(contract.RESULT_FILE)
 
 
 def test_a_crash_between_a_merge_and_its_deletes_duplicates_nothing(tmp_path, monkeypatch):
@@ -211,14 +211,14 @@ def test_a_crash_between_a_merge_and_its_deletes_duplicates_nothing(tmp_path, mo
     monkeypatch.setattr(storage, "delete_many", lambda paths: None)  # "killed" before deleting
     for first in range(1, 41, 5):
         log.append(lines(first, first + 4))
-    names = [n for n, _ in storage.list_files(protocol.RESULTS_DIR)]
+    names = [n for n, _ in storage.list_files(contract.RESULTS_DIR)]
     assert len(names) == 8 + 2  # the small segments and the two merged ones
     assert iterations(read_result_bytes(storage)) == list(range(1, 41))
     reopened = ResultLog(storage)
     reopened.open()
     reopened.begin(40)
     reopened.finish()
-    assert iterations(storage.read_bytes(protocol.RESULT_FILE) or b"") == list(range(1, 41))
+    assert iterations(storage.read_bytes(contract.RESULT_FILE) or b"") == list(range(1, 41))
 
 
 def test_a_merge_across_a_restart_in_the_same_process(tmp_path):
@@ -231,25 +231,25 @@ def test_a_merge_across_a_restart_in_the_same_process(tmp_path):
     log.begin(15)  # an in-process retry from the checkpoint of iteration 15
     log.append(lines(16, 18))
     log.append(lines(19, 25))  # the fifth segment: merged
-    assert len(storage.list_files(protocol.RESULTS_DIR)) == 1
+    assert len(storage.list_files(contract.RESULTS_DIR)) == 1
     assert iterations(read_result_bytes(storage)) == list(range(1, 26))
     log.begin(3)  # from before everything stored in this merge's range
     log.append(lines(4, 6))
     log.finish()
-    assert iterations(storage.read_bytes(protocol.RESULT_FILE) or b"") == list(range(1, 7))
+    assert iterations(storage.read_bytes(contract.RESULT_FILE) or b"") == list(range(1, 7))
 
 
 def test_an_old_result_json_is_adopted(tmp_path):
     storage = LocalStorage(str(tmp_path / "run"))
     storage.write_bytes(
-        protocol.RESULT_FILE, lines(5, 9)
+        contract.RESULT_FILE, lines(5, 9)
     )  # restored from 4, written before segments
     log = ResultLog(storage)
     log.open()
     assert log.last_iteration == 9
     log.begin(7)
     log.append(lines(8, 10))
-    assert iterations(storage.read_bytes(protocol.RESULT_FILE) or b"") == list(range(5, 11))
+    assert iterations(storage.read_bytes(contract.RESULT_FILE) or b"") == list(range(5, 11))
     assert iterations(read_result_bytes(storage)) == list(range(5, 11))
 
 
@@ -259,13 +259,13 @@ def test_local_result_json_grows_in_place(tmp_path):
     log.open()
     log.begin(0)
     log.append(lines(1, 3))
-    assert storage.read_bytes(protocol.RESULT_FILE) == lines(1, 3)
+    assert storage.read_bytes(contract.RESULT_FILE) == lines(1, 3)
     log.append(lines(4, 5))
-    assert storage.read_bytes(protocol.RESULT_FILE) == lines(1, 5)
+    assert storage.read_bytes(contract.RESULT_FILE) == lines(1, 5)
     # A crash between the segment and the append: the next open repairs result.json.
-    storage.write_bytes(protocol.RESULT_FILE, lines(1, 3) + b'{"half')
+    storage.write_bytes(contract.RESULT_FILE, lines(1, 3) + b'{"half')
     ResultLog(storage).open()
-    assert storage.read_bytes(protocol.RESULT_FILE) == lines(1, 5)
+    assert storage.read_bytes(contract.RESULT_FILE) == lines(1, 5)
 
 
 # --- through the loop -------------------------------------------------------------
@@ -308,7 +308,7 @@ def test_an_in_process_retry_keeps_every_iteration_once(tmp_path):
     assert out.ok and out.failures == 1
     rows = RunStore(LocalStorage(str(tmp_path / "run"))).read_results()
     assert [r["training_iteration"] for r in rows] == list(range(1, 13))
-    with open(tmp_path / "run" / protocol.RESULT_FILE, "rb") as f:
+    with open(tmp_path / "run" / contract.RESULT_FILE, "rb") as f:
         assert iterations(f.read()) == list(range(1, 13))
 
 
@@ -321,7 +321,7 @@ def test_a_resume_that_is_already_done_drops_the_crashed_tail(tmp_path):
     out = kubetune.run(Model, stop={"training_iteration": 4}, **kw)
     assert out.ok and "at the checkpoint resumed from" in out.message
     assert [r["training_iteration"] for r in store.read_results()] == [1, 2, 3, 4]
-    with open(tmp_path / "run" / protocol.RESULT_FILE, "rb") as f:
+    with open(tmp_path / "run" / contract.RESULT_FILE, "rb") as f:
         assert iterations(f.read()) == [1, 2, 3, 4]
 
 
@@ -369,13 +369,13 @@ def test_s3_segments_are_put_once_and_result_json_is_copied_on_the_server(s3):
         it += 300
     sent_before = traffic.sent
     log.finish()
-    result = storage.read_bytes(protocol.RESULT_FILE) or b""
+    result = storage.read_bytes(contract.RESULT_FILE) or b""
     assert iterations(result) == list(range(1, it))
     # The worker never read a segment back (only: is there an old result.json?).
-    assert [k for k in traffic.gets if protocol.RESULTS_DIR in k] == []
+    assert [k for k in traffic.gets if contract.RESULTS_DIR in k] == []
     assert traffic.ops["UploadPartCopy"] >= 2  # the merged segments, copied on the server
     assert traffic.sent - sent_before < 2 * MiB  # only the small tail went over the wire
-    assert max(n for k, n in traffic.keys.items() if protocol.RESULTS_DIR in k) == 1
+    assert max(n for k, n in traffic.keys.items() if contract.RESULTS_DIR in k) == 1
     assert traffic.sent < 2.2 * len(result)
     assert iterations(read_result_bytes(storage)) == list(range(1, it))
 
@@ -489,7 +489,7 @@ def test_a_sigkilled_worker_restarts_with_every_iteration_once(backend, tmp_path
         checkpoint={"frequency": 30},
     )
     assert out.ok and out.restored_from == latest.path
-    result = storage.read_bytes(protocol.RESULT_FILE) or b""
+    result = storage.read_bytes(contract.RESULT_FILE) or b""
     assert iterations(result) == list(range(1, stop + 1))
     assert read_result_bytes(storage) == result
 

@@ -14,7 +14,7 @@ import pytest
 from moto import mock_aws
 
 import kubetune
-from kubetune import protocol
+import kubetune_contract as contract
 
 BUCKET = "kubetune-sdk"
 RUN = f"s3://{BUCKET}/experiments/default/job-a"
@@ -66,11 +66,11 @@ def test_results_checkpoints_and_resume_on_s3(s3):
     assert out.checkpoint.path == f"{RUN}/checkpoint_000006"
     prefix = "experiments/default/job-a/"
     names = keys(s3, prefix)
-    assert f"{prefix}checkpoint_000003/{protocol.CHECKPOINT_MANIFEST}" in names
+    assert f"{prefix}checkpoint_000003/{contract.CHECKPOINT_MANIFEST}" in names
     assert f"{prefix}checkpoint_000006/v.json" in names
-    lines = read(s3, prefix + protocol.RESULT_FILE).decode().splitlines()
+    lines = read(s3, prefix + contract.RESULT_FILE).decode().splitlines()
     assert [json.loads(x)["training_iteration"] for x in lines] == [1, 2, 3, 4, 5, 6]
-    progress = json.loads(read(s3, prefix + protocol.PROGRESS_FILE))
+    progress = json.loads(read(s3, prefix + contract.PROGRESS_FILE))
     assert progress["run_id"] == "uid-1" and progress["state"] == "completed"
     assert progress["latest_checkpoint"]["path"] == f"{RUN}/checkpoint_000006"
     # A restarted pod continues from the latest checkpoint.
@@ -79,7 +79,7 @@ def test_results_checkpoints_and_resume_on_s3(s3):
     assert again.metrics is not None and again.metrics["value"] == 8
     # Another job under the same name is refused.
     clash = go(stop={"training_iteration": 8}, run_id="uid-2")
-    assert clash.exit_code == protocol.EXIT_RUN_CONFLICT
+    assert clash.exit_code == contract.EXIT_RUN_CONFLICT
 
 
 def test_restore_from_an_s3_uri_into_a_new_run(s3):
@@ -92,7 +92,7 @@ def test_restore_from_an_s3_uri_into_a_new_run(s3):
     assert out.ok and out.metrics is not None
     assert (out.metrics["training_iteration"], out.metrics["value"]) == (3, 3)
     missing = go(storage=f"s3://{BUCKET}/x/y", restore_from=f"{RUN}/checkpoint_000099")
-    assert missing.exit_code == protocol.EXIT_BAD_CHECKPOINT
+    assert missing.exit_code == contract.EXIT_BAD_CHECKPOINT
 
 
 def test_a_function_reads_its_checkpoint_back_from_s3(s3):

@@ -10,8 +10,9 @@ import time
 import pytest
 
 import kubetune
-from kubetune import Checkpoint, Trainable, TrainingResult, protocol
-from kubetune.errors import StepResultError
+import kubetune_contract as contract
+from kubetune import Checkpoint, Trainable, TrainingResult
+from kubetune.sdk.errors import StepResultError
 from kubetune.testing import validate_save_restore
 
 
@@ -68,7 +69,7 @@ class Scripted(Trainable):
 
 
 def test_constructor_keeps_the_callers_dict_and_pops_magic_keys():
-    from kubetune.result import TrialInfo
+    from kubetune.sdk.result_keys import TrialInfo
 
     config = {
         "start": 5,
@@ -245,7 +246,7 @@ def test_save_before_train_has_empty_metrics_and_keeps_extra_files(tmp_path):
     saved = Both().save(str(tmp_path / "ck"))
     assert saved.metrics == {}
     assert sorted(os.listdir(tmp_path / "ck")) == [
-        protocol.CHECKPOINT_MANIFEST,
+        contract.CHECKPOINT_MANIFEST,
         "_dict_checkpoint.pkl",
         "extra.bin",
     ]

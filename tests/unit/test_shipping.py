@@ -21,9 +21,11 @@ import pytest
 from moto import mock_aws
 
 import kubetune
-from kubetune import protocol, shipping, worker
-from kubetune.errors import InvalidTrainable
-from kubetune.shipping import code_key, code_uri, digest, is_within_run, load_shipped, pack
+import kubetune_contract as contract
+from kubetune import worker
+from kubetune.runtime import shipping
+from kubetune.runtime.shipping import code_key, code_uri, digest, is_within_run, load_shipped, pack
+from kubetune.sdk.errors import InvalidTrainable
 from kubetune.storage import Storage, open_storage
 
 HEX = "0123456789abcdef" * 4
@@ -104,8 +106,8 @@ def evil(tmp_path) -> Iterator[tuple[bytes, Path]]:
 def test_pure_helpers():
     assert digest(b"abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert shipping.python_version() == THIS_PYTHON
-    assert code_key(HEX) == f".kubetune/code/{HEX}.pkl" == protocol.code_key(HEX)
-    assert shipping.CODE_DIR == protocol.CODE_DIR == ".kubetune/code/"
+    assert code_key(HEX) == f".kubetune/code/{HEX}.pkl" == contract.code_key(HEX)
+    assert shipping.CODE_DIR == contract.CODE_DIR == ".kubetune/code/"
     assert code_uri("s3://b/ns/job/", HEX) == f"s3://b/ns/job/.kubetune/code/{HEX}.pkl"
     assert shipping.WARN_BYTES == 10 * 1024 * 1024
     assert shipping.MAX_BYTES == 100 * 1024 * 1024
@@ -165,7 +167,7 @@ RUN = "s3://b/exp/ns/job"
 )
 def test_is_within_run(run, uri, inside):
     assert is_within_run(run, uri) is inside
-    assert protocol.is_within_run(run, uri) is inside
+    assert contract.is_within_run(run, uri) is inside
 
 
 # --- pack and load ---------------------------------------------------------------
@@ -200,7 +202,7 @@ SCRIPT = textwrap.dedent(
     """
     import json, sys
     import kubetune
-    from kubetune.shipping import load_shipped
+    from kubetune.runtime.shipping import load_shipped
     from kubetune.storage import open_storage
 
     code, run_uri = json.loads(sys.argv[1]), sys.argv[2]
@@ -499,19 +501,19 @@ def test_s3_round_trip_and_other_bucket(s3, evil):
 
 
 def spec_for(run_uri: str, code: dict[str, Any] | None, trainable: str = "") -> dict[str, str]:
-    spec = protocol.WorkerSpec(
+    spec = contract.WorkerSpec(
         trainable=trainable,
         run_uri=run_uri,
         run_id="uid-1",
         stop={"training_iteration": 2},
         code=code,
     )
-    return {protocol.WORKER_SPEC_ENV: spec.to_env()}
+    return {contract.WORKER_SPEC_ENV: spec.to_env()}
 
 
 def test_worker_spec_with_and_without_code():
     old = '{"trainable": "m:A", "run_uri": "/r", "run_id": "u"}'
-    spec = worker.read_spec({protocol.WORKER_SPEC_ENV: old})
+    spec = worker.read_spec({contract.WORKER_SPEC_ENV: old})
     assert spec.code is None and spec.trainable == "m:A"
     assert "code" not in json.loads(spec.to_env())  # older workers still read it
     code = {"uri": f"/r/.kubetune/code/{HEX}.pkl", "sha256": HEX, "python": THIS_PYTHON}
@@ -533,7 +535,7 @@ def test_worker_spec_with_and_without_code():
 )
 def test_worker_spec_refusals(raw, message):
     with pytest.raises(ValueError, match=message):
-        worker.read_spec({protocol.WORKER_SPEC_ENV: raw})
+        worker.read_spec({contract.WORKER_SPEC_ENV: raw})
 
 
 def run_worker(monkeypatch, tmp_path, env: dict[str, str]) -> tuple[int, str]:
@@ -548,9 +550,9 @@ def run_worker(monkeypatch, tmp_path, env: dict[str, str]) -> tuple[int, str]:
 def test_worker_runs_shipped_code(monkeypatch, tmp_path, run_uri, capsys):
     code = upload(run_uri, pack(Model))
     rc, message = run_worker(monkeypatch, tmp_path, spec_for(run_uri, code))
-    assert rc == protocol.EXIT_OK, message
+    assert rc == contract.EXIT_OK, message
     assert f"code sha256 {code['sha256'][:12]} -> {run_uri}" in capsys.readouterr().out
-    progress = json.loads((Path(run_uri) / protocol.PROGRESS_FILE).read_text())
+    progress = json.loads((Path(run_uri) / contract.PROGRESS_FILE).read_text())
     assert progress["state"] == "completed" and progress["run_id"] == "uid-1"
 
 
@@ -559,17 +561,17 @@ def test_worker_refuses_tampered_code_with_exit_3(monkeypatch, tmp_path, run_uri
     sha = digest(pack(Model))
     code = upload(run_uri, payload, sha=sha)
     rc, message = run_worker(monkeypatch, tmp_path, spec_for(run_uri, code))
-    assert rc == protocol.EXIT_BAD_TRAINABLE == 3
+    assert rc == contract.EXIT_BAD_TRAINABLE == 3
     assert message.startswith("InvalidTrainable: shipped code ")
     assert f"not {sha} as spec.code says: the shipped code was changed after submit" in message
-    assert not (Path(run_uri) / protocol.PROGRESS_FILE).exists()  # the loop never started
+    assert not (Path(run_uri) / contract.PROGRESS_FILE).exists()  # the loop never started
 
 
 def test_worker_refuses_code_outside_its_run_folder(monkeypatch, tmp_path, run_uri, evil):
     payload, _marker = evil
     code = upload(str(tmp_path / "store" / "default" / "jobx"), payload)
     rc, message = run_worker(monkeypatch, tmp_path, spec_for(run_uri, code))
-    assert rc == protocol.EXIT_BAD_TRAINABLE
+    assert rc == contract.EXIT_BAD_TRAINABLE
     assert "is outside the job's run folder" in message
 
 
@@ -579,7 +581,7 @@ def test_importable_name_names_installed_code_and_ships_the_rest():
     from kubetune import Trainable
 
     assert shipping.importable_name(installed.dumps) == "json:dumps"
-    assert shipping.importable_name(Trainable) == "kubetune.trainable:Trainable"
+    assert shipping.importable_name(Trainable) == "kubetune.sdk.trainable:Trainable"
 
     def local() -> None: ...
 

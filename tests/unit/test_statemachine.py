@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from kubetune.protocol import EXIT_BAD_TRAINABLE, EXIT_STOPPED, EXIT_TRAINABLE_ERROR
+from kubetune_contract import EXIT_BAD_TRAINABLE, EXIT_STOPPED, EXIT_TRAINABLE_ERROR, Progress
 from kubetune_operator.conditions import get_condition
-from kubetune_operator.model import JobView, PodView, Progress
+from kubetune_operator.model import JobView, PodView
 from kubetune_operator.statemachine import cap_result, compute_decision, needs_restore_check
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -272,7 +272,7 @@ def test_a_silent_worker_makes_running_unknown_and_a_fresh_one_true():
 
 
 def test_storage_error_is_hopeless_at_start_but_retried_mid_run():
-    from kubetune.protocol import EXIT_STORAGE
+    from kubetune_contract import EXIT_STORAGE
 
     s = _running_status()
     failed = pod(phase="Failed", exit_code=EXIT_STORAGE, exit_message="StorageError: bucket")

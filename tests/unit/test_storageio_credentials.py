@@ -5,6 +5,7 @@ letting the operator's identity stand in for it."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,8 +14,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from kubetune.checkpoints import RunStore
 from kubetune.storage import open_storage
+from kubetune.storage.checkpoints import RunStore
 from kubetune_operator import kube, storageio
 from kubetune_operator.controller import Controller, ControllerSettings
 from kubetune_operator.model import JobView
@@ -35,9 +36,9 @@ def bucket(aws_env: None) -> Iterator[None]:
     with mock_aws():
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         store = RunStore(open_storage(a_job().run_uri))
-        store.write_progress({"run_id": "u-1", "state": "running", "iteration": 3,
-                              "last_result": {"training_iteration": 3},
-                              "updated": time.time()})  # fmt: skip
+        store.write_progress(json.dumps({"run_id": "u-1", "state": "running", "iteration": 3,
+                                         "last_result": {"training_iteration": 3},
+                                         "updated": time.time()}).encode())  # fmt: skip
         yield
     storageio._client_for.cache_clear()
 

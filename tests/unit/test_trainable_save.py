@@ -11,9 +11,10 @@ import tempfile
 import pytest
 
 import kubetune
-from kubetune import Checkpoint, Trainable, protocol
-from kubetune.result import TRIAL_INFO, TrialInfo
-from kubetune.trainable import StorageContext
+import kubetune_contract as contract
+from kubetune import Checkpoint, Trainable
+from kubetune.sdk.result_keys import TRIAL_INFO, TrialInfo
+from kubetune.sdk.trainable import StorageContext
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +59,7 @@ def trained(cls: type[Stepper], n: int) -> Stepper:
 
 
 def manifest(folder) -> dict:
-    return json.loads(open(os.path.join(folder, protocol.CHECKPOINT_MANIFEST)).read())
+    return json.loads(open(os.path.join(folder, contract.CHECKPOINT_MANIFEST)).read())
 
 
 @pytest.mark.parametrize("cls", [Stepper, DictStepper], ids=["folder", "dict"])
@@ -152,7 +153,7 @@ def test_a_saved_folder_is_accepted_as_restore_from(tmp_path):
 def test_save_checkpoint_may_not_write_the_manifest_name(tmp_path):
     class Sneaky(Stepper):
         def save_checkpoint(self, checkpoint_dir):
-            with open(os.path.join(checkpoint_dir, protocol.CHECKPOINT_MANIFEST), "w") as f:
+            with open(os.path.join(checkpoint_dir, contract.CHECKPOINT_MANIFEST), "w") as f:
                 f.write("{}")
 
     with pytest.raises(ValueError, match="a name kubetune reserves"):
@@ -164,11 +165,11 @@ def test_inside_a_run_save_leaves_the_manifest_to_the_loop(tmp_path):
     t = Stepper({}, context)
     t.train()
     t.save(str(tmp_path / "a"))
-    assert not os.path.exists(tmp_path / "a" / protocol.CHECKPOINT_MANIFEST)
+    assert not os.path.exists(tmp_path / "a" / contract.CHECKPOINT_MANIFEST)
     # A subclass whose __init__ drops storage is still recognised by its trial info.
     t = Stepper({TRIAL_INFO: TrialInfo()})
     t.save(str(tmp_path / "b"))
-    assert not os.path.exists(tmp_path / "b" / protocol.CHECKPOINT_MANIFEST)
+    assert not os.path.exists(tmp_path / "b" / contract.CHECKPOINT_MANIFEST)
 
 
 def test_a_run_of_a_class_dropping_storage_still_commits(tmp_path):

@@ -17,8 +17,9 @@ import pytest
 import yaml
 from moto import mock_aws
 
-from kubetune import protocol
-from kubetune.checkpoints import (
+import kubetune_contract as contract
+from kubetune.storage import ObjectTooLarge, open_storage
+from kubetune.storage.checkpoints import (
     MAX_PROGRESS_BYTES,
     CheckpointError,
     RunConflictError,
@@ -27,10 +28,10 @@ from kubetune.checkpoints import (
     open_checkpoint,
     parse_manifest,
 )
-from kubetune.storage import ObjectTooLarge, open_storage
 from kubetune.storage.s3 import S3Storage
+from kubetune_contract import Progress
 from kubetune_operator import storageio
-from kubetune_operator.model import JobView, Progress
+from kubetune_operator.model import JobView
 from kubetune_operator.statemachine import cap_result, compute_decision
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,7 +182,7 @@ def put(store: RunStore, path: str, data: bytes) -> None:
 def test_a_malformed_progress_file_reads_as_none_with_a_log_line(
     store: RunStore, data: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
-    put(store, protocol.PROGRESS_FILE, data)
+    put(store, contract.PROGRESS_FILE, data)
     with caplog.at_level(logging.WARNING, logger="kubetune"):
         assert store.read_progress() is None
     assert len(caplog.records) == 1
@@ -190,7 +191,7 @@ def test_a_malformed_progress_file_reads_as_none_with_a_log_line(
 def test_a_huge_progress_file_is_refused_unread(
     store: RunStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    put(store, protocol.PROGRESS_FILE, b'{"a": "' + b"x" * (MAX_PROGRESS_BYTES + 10) + b'"}')
+    put(store, contract.PROGRESS_FILE, b'{"a": "' + b"x" * (MAX_PROGRESS_BYTES + 10) + b'"}')
     with caplog.at_level(logging.WARNING, logger="kubetune"):
         assert store.read_progress() is None
     assert len(caplog.records) == 1 and "over" in caplog.records[0].getMessage()
@@ -207,7 +208,7 @@ def test_a_huge_progress_file_is_refused_unread(
     ids=["newline", "long", "huge", "garbage"],
 )
 def test_an_unreadable_run_file_is_another_run_named_safely(store: RunStore, data: bytes) -> None:
-    put(store, protocol.RUN_FILE, data)
+    put(store, contract.RUN_FILE, data)
     with pytest.raises(RunConflictError) as err:
         store.claim("my-uid")
     message = str(err.value)
@@ -215,7 +216,7 @@ def test_an_unreadable_run_file_is_another_run_named_safely(store: RunStore, dat
 
 
 def test_a_run_file_of_another_run_is_refused(store: RunStore) -> None:
-    put(store, protocol.RUN_FILE, json.dumps({"run_id": "other", "created": "t"}).encode())
+    put(store, contract.RUN_FILE, json.dumps({"run_id": "other", "created": "t"}).encode())
     with pytest.raises(RunConflictError, match="belongs to another run"):
         store.claim("mine")
 
@@ -245,7 +246,7 @@ def test_a_damaged_manifest_hides_its_checkpoint_and_breaks_nothing(
 ) -> None:
     write_checkpoint(tmp_path, store, 2)
     write_checkpoint(tmp_path, store, 4)
-    path = f"checkpoint_000004/{protocol.CHECKPOINT_MANIFEST}"
+    path = f"checkpoint_000004/{contract.CHECKPOINT_MANIFEST}"
     doc = json.loads(store.storage.read_bytes(path) or b"")
     doc.update(change)
     put(store, path, json.dumps(doc).encode())  # json writes NaN/Infinity, as a hostile writer may
@@ -262,7 +263,7 @@ def test_a_huge_manifest_is_ignored(
     tmp_path: Path, store: RunStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_checkpoint(tmp_path, store, 3)
-    monkeypatch.setattr("kubetune.checkpoints.MAX_MANIFEST_BYTES", 64)
+    monkeypatch.setattr("kubetune.storage.checkpoints.MAX_MANIFEST_BYTES", 64)
     assert RunStore(store.storage).list_checkpoints() == []
     with pytest.raises(CheckpointError, match="damaged"):
         open_checkpoint(store.storage.child_uri("checkpoint_000003"))
@@ -319,7 +320,7 @@ def s3_store(aws_env: None) -> Any:
 def operator_read(
     s3_store: S3Storage, doc: bytes, caplog: pytest.LogCaptureFixture
 ) -> Progress | None:
-    s3_store.write_bytes(protocol.PROGRESS_FILE, doc)
+    s3_store.write_bytes(contract.PROGRESS_FILE, doc)
     with caplog.at_level(logging.WARNING):
         return storageio.read_progress(s3_job("s3://bkt/p"), None)
 

@@ -8,21 +8,20 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from kubetune import schedulers
-from kubetune.api import run
-from kubetune.checkpoint_dir import Checkpoint, TrainingResult
-from kubetune.errors import (
+from kubetune.runtime.api import run
+from kubetune.runtime.outcome import RunFailed, RunResult
+from kubetune.sdk.checkpoint import Checkpoint, TrainingResult
+from kubetune.sdk.checkpoint_config import CheckpointConfig
+from kubetune.sdk.errors import (
     InvalidCheckpoint,
     InvalidSettings,
     InvalidTrainable,
     KubetuneError,
-    RunFailed,
 )
-from kubetune.function import TuneContext, get_checkpoint, get_context, report
-from kubetune.outcome import RunResult
-from kubetune.policy import CheckpointConfig
+from kubetune.sdk.function import TuneContext, get_checkpoint, get_context, report
+from kubetune.sdk.stopping import FunctionStopper, Stopper
+from kubetune.sdk.trainable import StorageContext, Trainable, with_parameters
 from kubetune.search import choice, grid_search, loguniform, quniform, randint, uniform
-from kubetune.stopping import FunctionStopper, Stopper
-from kubetune.trainable import StorageContext, Trainable, with_parameters
 
 # The client (kubetune.submit, kubetune.Job ...) imports the Kubernetes client:
 # loaded on first use, so a worker or a local run never pays for it.

@@ -7,8 +7,8 @@ import shutil
 import tempfile
 from typing import Any
 
-from kubetune.checkpoint_dir import Checkpoint, TrainingResult
-from kubetune.trainable import Trainable
+from kubetune.sdk.checkpoint import Checkpoint, TrainingResult
+from kubetune.sdk.trainable import Trainable
 
 
 def validate_save_restore(

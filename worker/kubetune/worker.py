@@ -1,5 +1,5 @@
 """`kubetune-worker`: the worker pod's entry point. Reads the job from
-protocol.WORKER_SPEC_ENV, claims the run folder, runs the loop and exits with
+contract.WORKER_SPEC_ENV, claims the run folder, runs the loop and exits with
 protocol's codes, leaving its one-line reason in the termination message."""
 
 from __future__ import annotations
@@ -8,43 +8,43 @@ import os
 import sys
 from typing import Any
 
-from kubetune import protocol
-from kubetune.api import run
-from kubetune.display import PlainLines
-from kubetune.entry import exit_at_once, finish, setup_logging
-from kubetune.errors import KubetuneError, one_line
-from kubetune.loader import add_cwd_to_path, load_trainable
-from kubetune.shipping import load_shipped
-from kubetune.signals import StopSignals
+import kubetune_contract as contract
+from kubetune.runtime.api import run
+from kubetune.runtime.display import PlainLines
+from kubetune.runtime.exiting import exit_at_once, finish, setup_logging
+from kubetune.runtime.loader import add_cwd_to_path, load_trainable
+from kubetune.runtime.shipping import load_shipped
+from kubetune.runtime.signals import StopSignals
+from kubetune.runtime.tracebacks import format_user_traceback
+from kubetune.sdk.errors import KubetuneError, one_line
 from kubetune.storage import StorageError, open_storage
-from kubetune.tracebacks import format_user_traceback
 
 
-def read_spec(environ: dict[str, str] | None = None) -> protocol.WorkerSpec:
+def read_spec(environ: dict[str, str] | None = None) -> contract.WorkerSpec:
     """The WorkerSpec, or ValueError naming what is wrong with it."""
     try:
-        spec = protocol.WorkerSpec.from_env(environ)
+        spec = contract.WorkerSpec.from_env(environ)
     except TypeError as exc:  # unknown or missing fields
-        raise ValueError(f"{protocol.WORKER_SPEC_ENV} does not match WorkerSpec: {exc}") from None
+        raise ValueError(f"{contract.WORKER_SPEC_ENV} does not match WorkerSpec: {exc}") from None
     except ValueError as exc:
-        raise ValueError(f"{protocol.WORKER_SPEC_ENV} is not a valid spec: {exc}") from None
+        raise ValueError(f"{contract.WORKER_SPEC_ENV} is not a valid spec: {exc}") from None
     if not spec.run_uri:
-        raise ValueError(f"{protocol.WORKER_SPEC_ENV} needs run_uri")
+        raise ValueError(f"{contract.WORKER_SPEC_ENV} needs run_uri")
     if spec.code is None and not spec.trainable:
         raise ValueError(
-            f"{protocol.WORKER_SPEC_ENV} needs trainable (MODULE:ATTR) or code (shipped by value)"
+            f"{contract.WORKER_SPEC_ENV} needs trainable (MODULE:ATTR) or code (shipped by value)"
         )
     if not isinstance(spec.trainable, str):
-        raise ValueError(f"{protocol.WORKER_SPEC_ENV}: trainable must be a string")
+        raise ValueError(f"{contract.WORKER_SPEC_ENV}: trainable must be a string")
     if spec.code is not None and not isinstance(spec.code, dict):
-        raise ValueError(f"{protocol.WORKER_SPEC_ENV}: code must be a JSON object")
+        raise ValueError(f"{contract.WORKER_SPEC_ENV}: code must be a JSON object")
     for name in ("config", "stop", "checkpoint"):
         if not isinstance(getattr(spec, name), dict):
-            raise ValueError(f"{protocol.WORKER_SPEC_ENV}: {name} must be a JSON object")
+            raise ValueError(f"{contract.WORKER_SPEC_ENV}: {name} must be a JSON object")
     return spec
 
 
-def load(spec: protocol.WorkerSpec, endpoint: str | None) -> Any:
+def load(spec: contract.WorkerSpec, endpoint: str | None) -> Any:
     """The trainable a spec names: shipped code (checked before it is unpickled)
     when spec.code is set, else MODULE:ATTR from the image."""
     if spec.code is None:
@@ -54,7 +54,7 @@ def load(spec: protocol.WorkerSpec, endpoint: str | None) -> Any:
     )
 
 
-def describe_trainable(spec: protocol.WorkerSpec) -> str:
+def describe_trainable(spec: contract.WorkerSpec) -> str:
     """What the start line calls the trainable: MODULE:ATTR, or the shipped code's digest."""
     if spec.code is None:
         return spec.trainable
@@ -69,7 +69,7 @@ def main() -> int:
     try:
         spec = read_spec()
     except ValueError as exc:
-        return finish(protocol.EXIT_USAGE, str(exc))
+        return finish(contract.EXIT_USAGE, str(exc))
     endpoint = spec.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
     name = spec.run_uri.rstrip("/").rsplit("/", 1)[-1]
     print(
@@ -95,10 +95,10 @@ def main() -> int:
     except KubetuneError as exc:
         return finish(exc.exit_code, str(exc))
     except StorageError as exc:  # reading shipped code; the loop maps its own
-        return finish(protocol.EXIT_STORAGE, str(exc))
+        return finish(contract.EXIT_STORAGE, str(exc))
     except Exception as exc:  # a kubetune bug: show where
         sys.stderr.write(format_user_traceback(exc, keep_all=True))
-        return finish(protocol.EXIT_TRAINABLE_ERROR, f"internal error: {one_line(exc)}")
+        return finish(contract.EXIT_TRAINABLE_ERROR, f"internal error: {one_line(exc)}")
     return finish(result.exit_code, result.message)
 
 

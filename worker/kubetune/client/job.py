@@ -11,9 +11,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from kubetune.checkpoint_dir import Checkpoint
 from kubetune.client.kube import Kube, NotFound
-from kubetune.errors import KubetuneError
+from kubetune.sdk.checkpoint import Checkpoint
+from kubetune.sdk.errors import KubetuneError
 
 TERMINAL = ("Succeeded", "Failed")
 # A watch is renewed this often (and after the server ends it): bounds how long
@@ -190,7 +190,7 @@ class Job:
     def results(self) -> Any:
         """The rows of the job's result.json, each iteration once: a pandas
         DataFrame when pandas is installed, else a list of dicts."""
-        from kubetune.results import read_results
+        from kubetune.storage.results import read_results
 
         rows = read_results(self._storage())
         try:

@@ -12,10 +12,9 @@ from typing import Any, cast
 
 import urllib3
 
-from kubetune.errors import KubetuneError
+from kubetune.sdk.errors import KubetuneError
+from kubetune_contract import API_GROUP, API_VERSION, KIND, LABEL_SWEEP, PLURAL
 
-GROUP, VERSION, PLURAL, KIND = "kubetune.io", "v1alpha1", "trainablejobs", "TrainableJob"
-SWEEPS = "trainablesweeps"
 LABEL_JOB = "kubetune.io/job"
 WORKER_CONTAINER = "worker"
 
@@ -93,7 +92,7 @@ class Kube:
             self._call(
                 f"creating {kind} {namespace}/{body['metadata']['name']}",
                 self._objects().create_namespaced_custom_object,
-                GROUP, VERSION, namespace, plural, body,
+                API_GROUP, API_VERSION, namespace, plural, body,
             ),
         )  # fmt: skip
 
@@ -103,7 +102,7 @@ class Kube:
             self._call(
                 f"{kind} {namespace}/{name}",
                 self._objects().get_namespaced_custom_object,
-                GROUP, VERSION, namespace, plural, name,
+                API_GROUP, API_VERSION, namespace, plural, name,
             ),
         )  # fmt: skip
 
@@ -117,7 +116,7 @@ class Kube:
         found = self._call(
             f"TrainableJobs in {namespace}",
             self._objects().list_namespaced_custom_object,
-            GROUP, VERSION, namespace, PLURAL,
+            API_GROUP, API_VERSION, namespace, PLURAL,
         )  # fmt: skip
         return list(found.get("items") or [])
 
@@ -127,7 +126,7 @@ class Kube:
             self._call(
                 f"patching TrainableJob {namespace}/{name}",
                 self._objects().patch_namespaced_custom_object,
-                GROUP, VERSION, namespace, PLURAL, name, patch,
+                API_GROUP, API_VERSION, namespace, PLURAL, name, patch,
             ),
         )  # fmt: skip
 
@@ -135,7 +134,7 @@ class Kube:
         self._call(
             f"deleting TrainableJob {namespace}/{name}",
             self._objects().delete_namespaced_custom_object,
-            GROUP, VERSION, namespace, PLURAL, name,
+            API_GROUP, API_VERSION, namespace, PLURAL, name,
         )  # fmt: skip
 
     def watch_job(
@@ -148,7 +147,7 @@ class Kube:
 
         stream = watch.Watch().stream(
             self._objects().list_namespaced_custom_object,
-            GROUP, VERSION, namespace, plural,
+            API_GROUP, API_VERSION, namespace, plural,
             field_selector=f"metadata.name={name}",
             resource_version=resource_version,
             timeout_seconds=max(1, timeout_s),
@@ -173,8 +172,8 @@ class Kube:
         found = self._call(
             f"trials of TrainableSweep {namespace}/{sweep}",
             self._objects().list_namespaced_custom_object,
-            GROUP, VERSION, namespace, PLURAL,
-            label_selector=f"{GROUP}/sweep={sweep}",
+            API_GROUP, API_VERSION, namespace, PLURAL,
+            label_selector=f"{LABEL_SWEEP}={sweep}",
         )  # fmt: skip
         return list(found.get("items") or [])
 

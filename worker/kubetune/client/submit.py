@@ -6,7 +6,7 @@ A trainable importable from an installed package is named by MODULE:ATTR
 local module is shipped by value: pickled with cloudpickle, uploaded into the
 job's own run folder under its sha256, and named in `spec.code`; the worker
 checks the digest and the Python version before it unpickles anything, and
-the operator refuses a code URI outside the job's folder (kubetune.shipping).
+the operator refuses a code URI outside the job's folder (kubetune.runtime.shipping).
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from kubetune import protocol, shipping
+import kubetune_contract as contract
 from kubetune.client.job import Job
-from kubetune.client.kube import GROUP, KIND, VERSION, Kube
-from kubetune.errors import InvalidSettings
-from kubetune.policy import CheckpointConfig
+from kubetune.client.kube import Kube
+from kubetune.runtime import shipping
+from kubetune.sdk.checkpoint_config import CheckpointConfig
+from kubetune.sdk.errors import InvalidSettings
+from kubetune_contract import API_GROUP, API_VERSION, KIND
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _CHECKPOINT_KEYS = {
@@ -110,7 +112,7 @@ def submit(
     }
     spec.update({k: v for k, v in optional.items() if v is not None})
     body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": KIND,
         "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {})},
         "spec": spec,
@@ -133,13 +135,13 @@ def upload_code(trainable: Any, run_uri: str, endpoint_url: str | None) -> dict[
     data = shipping.pack(trainable)
     sha = shipping.digest(data)
     store = open_storage(run_uri, endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL"))
-    owner = store.read_bytes(protocol.RUN_FILE)
+    owner = store.read_bytes(contract.RUN_FILE)
     if owner is not None:
         raise InvalidSettings(
-            f"{run_uri} already holds another run (its {protocol.RUN_FILE}): delete that "
+            f"{run_uri} already holds another run (its {contract.RUN_FILE}): delete that "
             "folder, or choose another name or storage"
         )
-    key = protocol.code_key(sha)
+    key = contract.code_key(sha)
     if store.size(key) != len(data):
         store.write_bytes(key, data)
     return {

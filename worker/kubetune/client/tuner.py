@@ -20,13 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubetune import shipping
-from kubetune.checkpoint_dir import Checkpoint
 from kubetune.client.job import WATCH_RENEW_S, WaitTimeout
-from kubetune.client.kube import GROUP, SWEEPS, VERSION, Kube
+from kubetune.client.kube import Kube
 from kubetune.client.submit import checkpoint_spec, resources_spec, upload_code
-from kubetune.errors import InvalidSettings, KubetuneError
-from kubetune.policy import CheckpointConfig
+from kubetune.runtime import shipping
+from kubetune.sdk.checkpoint import Checkpoint
+from kubetune.sdk.checkpoint_config import CheckpointConfig
+from kubetune.sdk.errors import InvalidSettings, KubetuneError
+from kubetune_contract import API_GROUP, API_VERSION, SWEEP_PLURAL
 
 
 @dataclass
@@ -187,7 +188,7 @@ class Tuner:
         scheduler = tc.scheduler.to_spec() if tc.scheduler is not None else {"type": "fifo"}
         searcher = tc.search_alg if isinstance(tc.search_alg, str) else "random"
         return {
-            "apiVersion": f"{GROUP}/{VERSION}",
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
             "kind": "TrainableSweep",
             "metadata": {"name": name, "namespace": namespace},
             "spec": {
@@ -229,7 +230,7 @@ class Tuner:
                 raise WaitTimeout(f"TrainableSweep {name} is not finished after {timeout:.0f}s")
             renew = WATCH_RENEW_S if left is None else min(WATCH_RENEW_S, max(1, int(left)))
             rv = body["metadata"]["resourceVersion"]
-            for kind, new in self.kube.watch_job(namespace, name, rv, renew, plural=SWEEPS):
+            for kind, new in self.kube.watch_job(namespace, name, rv, renew, plural=SWEEP_PLURAL):
                 if kind in ("ADDED", "MODIFIED"):
                     body = new
                     break

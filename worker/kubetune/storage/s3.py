@@ -365,7 +365,7 @@ class S3Storage(Storage):
 
     def append_bytes(self, path: str, data: bytes) -> None:
         # S3 objects cannot grow: read and rewrite. Results do not use this
-        # (kubetune.results writes segments); it stays for small files.
+        # (kubetune.storage.results writes segments); it stays for small files.
         old = self.read_bytes(path) or b""
         self.write_bytes(path, old + data)
 
