@@ -28,10 +28,11 @@ example: venv ## Run the example trainable locally to its stop criterion
 demo: venv ## The main job: build and start the local cluster, then run a TrainableJob on it
 	bash hack/demo.sh
 
-lint: venv ## ruff and mypy
+lint: venv ## ruff, mypy and the import contracts (lint-imports; pyproject's [tool.importlinter])
 	$(VENV)/bin/ruff check $(PY_SOURCES)
 	$(VENV)/bin/ruff format --check $(PY_SOURCES)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 unit: venv ## Fast unit tests (no cluster)
 	$(VENV)/bin/pytest -q tests/unit

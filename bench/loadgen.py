@@ -21,7 +21,7 @@ alone), it:
    when sent: the watcher's result -> status lag);
 4. after the stop iteration (`spec.stop.training_iteration`), sends a final
    document with state `completed` and patches the pod's annotation
-   `kubetune.io/kwok-exit: "0"`: kwok's pod-complete stage (localcluster/kwok.py)
+   `kubetune.io/kwok-exit: "0"`: kwok's pod-complete stage (localcluster/addons/kwok_stages.py)
    then ends the pod Succeeded with the worker container's exit code 0.
 
 Responses of the push endpoint: 2xx accepted; 429 waits Retry-After; 503
@@ -60,10 +60,14 @@ from scale_figures import PLAY_ANNOTATION  # noqa: E402
 from scale_kube import Kube, KubeConfig  # noqa: E402
 
 from kubetune_contract import PROGRESS_AUDIENCE as AUDIENCE  # noqa: E402
-from kubetune_contract import PROGRESS_FILE, WORKER_SPEC_ENV  # noqa: E402
+from kubetune_contract import (  # noqa: E402
+    PROGRESS_FILE,
+    WORKER_SPEC_ENV,
+    Progress,
+)
 from kubetune_contract import PROGRESS_MAX_BODY as MAX_DOC_BYTES  # noqa: E402
-from kubetune_contract import Progress  # noqa: E402
-from localcluster.kwok import EXIT_ANNOTATION, NODE_PREFIX  # noqa: E402
+from localcluster.addons.kwok import NODE_PREFIX  # noqa: E402
+from localcluster.addons.kwok_stages import EXIT_ANNOTATION  # noqa: E402
 
 TOKEN_SECONDS = 3600
 WORKER = "worker"

@@ -54,7 +54,7 @@ import psutil  # noqa: E402
 import scale_figures as fig  # noqa: E402
 from scale_kube import ApiError, Kube, KubeConfig  # noqa: E402
 
-from localcluster import kwok  # noqa: E402
+from localcluster.addons import kwok  # noqa: E402
 from localcluster.config import Layout  # noqa: E402
 from localcluster.procs import recorded_pid  # noqa: E402
 

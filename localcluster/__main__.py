@@ -14,12 +14,12 @@ from localcluster.config import DEFAULT_NODES, Layout, parse_nodes
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["kwok"]:  # the scale benchmark's fake nodes (localcluster/kwok.py)
-        from localcluster import kwok
+    if argv[:1] == ["kwok"]:  # the scale benchmark's fake nodes (addons/kwok.py)
+        from localcluster.addons import kwok
 
         return kwok.main(argv[1:])
-    if argv[:1] == ["kueue"]:  # Kueue as a host process (localcluster/kueue.py)
-        from localcluster import kueue
+    if argv[:1] == ["kueue"]:  # Kueue as a host process (addons/kueue.py)
+        from localcluster.addons import kueue
 
         return kueue.main(argv[1:])
     parser = argparse.ArgumentParser(

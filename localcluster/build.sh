@@ -7,7 +7,7 @@ K8S_VERSION="${K8S_VERSION:-v1.35.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.14}"
 VERSITYGW_VERSION="${VERSITYGW_VERSION:-v1.8.0}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"  # only for `build.sh kwok` (the scale benchmark)
-KUEUE_VERSION="${KUEUE_VERSION:-v0.17.0}"  # only for `build.sh kueue` (localcluster/kueue.py)
+KUEUE_VERSION="${KUEUE_VERSION:-v0.17.0}"  # only for `build.sh kueue` (localcluster/addons/kueue.py)
 CACHE="${KUBETUNE_CACHE:-$HOME/.cache/kubetune}"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
@@ -91,31 +91,21 @@ GOMOD
   mv "$out/etcd.tmp" "$out/etcd"
 }
 
-build_versitygw() {
-  local out="$CACHE/versitygw-$VERSITYGW_VERSION/bin"
-  if [[ -x "$out/versitygw" ]]; then log "versitygw $VERSITYGW_VERSION: cached"; return; fi
+# One binary `go install`ed into $CACHE/NAME-VERSION/bin/NAME (the package's last element).
+go_install() {  # NAME VERSION PACKAGE
+  local name="$1" version="$2" pkg="$3"
+  local out="$CACHE/$name-$version/bin"
+  if [[ -x "$out/$name" ]]; then log "$name $version: cached"; return; fi
   mkdir -p "$out"
-  log "versitygw $VERSITYGW_VERSION: building"
-  GOBIN="$out" go install -trimpath -ldflags "-s -w" "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+  log "$name $version: building"
+  GOBIN="$out" go install -trimpath -ldflags "-s -w" "$pkg@$version"
 }
 
+build_versitygw() { go_install versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw/cmd/versitygw; }
 # kwok (fake nodes for the scale benchmark; not part of `all`): needs Go >= 1.26.
-build_kwok() {
-  local out="$CACHE/kwok-$KWOK_VERSION/bin"
-  if [[ -x "$out/kwok" ]]; then log "kwok $KWOK_VERSION: cached"; return; fi
-  mkdir -p "$out"
-  log "kwok $KWOK_VERSION: building"
-  GOBIN="$out" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
-}
-
+build_kwok() { go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok; }
 # Kueue (the real controller manager, run as a host process; not part of `all`).
-build_kueue() {
-  local out="$CACHE/kueue-$KUEUE_VERSION/bin"
-  if [[ -x "$out/kueue" ]]; then log "kueue $KUEUE_VERSION: cached"; return; fi
-  mkdir -p "$out"
-  log "kueue $KUEUE_VERSION: building"
-  GOBIN="$out" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION"
-}
+build_kueue() { go_install kueue "$KUEUE_VERSION" sigs.k8s.io/kueue/cmd/kueue; }
 
 start=$(date +%s)
 mkdir -p "$CACHE"

@@ -27,6 +27,7 @@ from localcluster.artifacts import SetupError, ensure_built, ensure_helm
 from localcluster.config import Layout, NodeSpec
 from localcluster.pki import write_pki
 from localcluster.procs import (
+    live_pids,
     port_in_use,
     port_owner,
     recorded_names,
@@ -52,7 +53,8 @@ def _secrets(lay: Layout) -> dict[str, str]:
 
 
 class Api:
-    """Just enough HTTPS to ask the apiserver whether it is ready (no client import)."""
+    """Just enough admin HTTPS to the apiserver (no client import): whether it is
+    ready, and the few calls the add-ons make."""
 
     def __init__(self, lay: Layout) -> None:
         self.base = f"https://127.0.0.1:{lay.ports.apiserver}"
@@ -76,6 +78,19 @@ class Api:
         except ValueError:
             return status, body.decode(errors="replace")
 
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """A JSON call; OSError when the apiserver does not answer at all."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {self.token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, context=self.ctx, timeout=30) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as err:
+            return err.code, None
+
 
 def s3_answers(lay: Layout) -> bool:
     try:
@@ -87,18 +102,19 @@ def s3_answers(lay: Layout) -> bool:
         return False
 
 
+def node_ready(node: dict[str, Any]) -> bool:
+    """Whether a Node object's Ready condition is True."""
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (node.get("status") or {}).get("conditions") or []
+    )
+
+
 def _nodes_ready(api: Api, nodes: list[NodeSpec]) -> bool:
     code, body = api.get("/api/v1/nodes")
     if code != 200:
         return False
-    ready = {
-        n["metadata"]["name"]
-        for n in body["items"]
-        if any(
-            c["type"] == "Ready" and c["status"] == "True"
-            for c in n.get("status", {}).get("conditions", [])
-        )
-    }
+    ready = {n["metadata"]["name"] for n in body["items"] if node_ready(n)}
     return {n.name for n in nodes} <= ready
 
 
@@ -264,15 +280,7 @@ def _up(lay: Layout, nodes: list[NodeSpec]) -> int:
         print(f"apiserver ready ({time.monotonic() - build_done:.1f}s)", flush=True)
         start("kube-controller-manager", comp.controller_manager_argv(lay))
         start("kube-scheduler", comp.scheduler_argv(lay))
-        agent_env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
-        spawn(
-            "nodeagent",
-            comp.nodeagent_argv(lay, nodes),
-            logs=lay.logs,
-            pids=lay.pids,
-            cwd=lay.repo,
-            env={**agent_env, "PYTHONPATH": str(lay.repo)},
-        )
+        spawn_nodeagent(lay, "nodeagent", comp.nodeagent_argv(lay, nodes))
         _wait("the nodes to be Ready", lambda: _nodes_ready(api, nodes), lay, deadline)
         _wait(
             "the default service account",
@@ -299,6 +307,14 @@ def _up(lay: Layout, nodes: list[NodeSpec]) -> int:
     return 0
 
 
+def spawn_nodeagent(lay: Layout, name: str, argv: list[str]) -> int:
+    """A node agent process: it imports localcluster from the repo, and no KUBE*
+    variable of ours reaches it (it is given its kubeconfig)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+    env["PYTHONPATH"] = str(lay.repo)
+    return spawn(name, argv, logs=lay.logs, pids=lay.pids, cwd=lay.repo, env=env)
+
+
 def _stop_all(lay: Layout) -> None:
     # Extra node agents a test started (localcluster/faults.py) first, then the
     # components in reverse order.
@@ -309,14 +325,9 @@ def _stop_all(lay: Layout) -> None:
             stop_group(pid, grace_s=10 if name.startswith("nodeagent") else 5)
     # Pod processes of an agent that died before it could stop them.
     for pids in lay.state.glob("pods*/*/pids") if lay.state.is_dir() else []:
-        for line in pids.read_text().splitlines():
-            pid_text, _, start = line.partition(" ")
-            with contextlib.suppress(OSError, ValueError):
-                if (
-                    Path(f"/proc/{pid_text}/stat").read_text().rpartition(")")[2].split()[19]
-                    == start
-                ):
-                    stop_group(int(pid_text), grace_s=2)
+        for pid in live_pids(pids):
+            with contextlib.suppress(OSError):
+                stop_group(pid, grace_s=2)
 
 
 def _unmount_under(folder: Path) -> None:
@@ -357,10 +368,7 @@ def status(lay: Layout) -> int:
         code, body = Api(lay).get("/api/v1/nodes")
         if code == 200:
             for node in body["items"]:
-                ready = any(
-                    c["type"] == "Ready" and c["status"] == "True"
-                    for c in node["status"].get("conditions", [])
-                )
+                ready = node_ready(node)
                 gpus = node["status"].get("allocatable", {}).get("nvidia.com/gpu", "0")
                 print(
                     f"  node {node['metadata']['name']:<19} "

@@ -109,7 +109,7 @@ def controller_manager_argv(lay: Layout) -> list[str]:
         f"--cluster-signing-key-file={pki / 'ca.key'}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         # A node whose agent stops renewing its lease is NotReady after 24 s (the
-        # default is 50 s); the agents renew every 4 s (nodeagent.LEASE_EVERY_S),
+        # default is 50 s); the agents renew every 4 s (nodeagent/agent.py LEASE_EVERY_S),
         # so a busy agent still has six tries before its node is taken for lost.
         "--node-monitor-period=2s",
         "--node-monitor-grace-period=24s",

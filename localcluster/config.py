@@ -32,7 +32,7 @@ class Ports:
     scheduler: int = 10259
     s3: int = 9000
     kubelet_base: int = 10250
-    # Kueue as a host process (localcluster/kueue.py), only when started; side by
+    # Kueue as a host process (localcluster/addons/kueue.py), only when started; side by
     # side, so a cluster shifted by a few hundred or thousand ports never meets them.
     kueue_webhook: int = 19443
     kueue_health: int = 19444

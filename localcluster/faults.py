@@ -16,10 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from localcluster import components as comp
-from localcluster.cluster import Api, s3_answers
+from localcluster.cluster import Api, s3_answers, spawn_nodeagent
 from localcluster.config import Layout, NodeSpec
 from localcluster.pki import load_ca, write_kubelet_pair
-from localcluster.procs import recorded_pid, spawn, start_time, stop_group
+from localcluster.procs import live_pids, recorded_pid, spawn, stop_group
 
 RESTARTABLE = ("etcd", "s3", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
@@ -129,15 +129,7 @@ class LoseableNode:
         argv = comp.nodeagent_argv(self.lay, [self.node])
         argv = [a for a in argv if not a.startswith(("--kubelet-port=", "--state="))]
         argv += [f"--kubelet-port={self.port}", f"--state={self.state}"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
-        spawn(
-            self.proc_name,
-            argv,
-            logs=self.lay.logs,
-            pids=self.lay.pids,
-            cwd=self.lay.repo,
-            env={**env, "PYTHONPATH": str(self.lay.repo)},
-        )
+        spawn_nodeagent(self.lay, self.proc_name, argv)
 
     def running(self) -> bool:
         return recorded_pid(self.lay.pids, self.proc_name) is not None
@@ -152,11 +144,9 @@ class LoseableNode:
             os.killpg(pid, signal.SIGKILL)
         killed = 0
         for pids in self.state.glob("*/pids"):
-            for line in pids.read_text().splitlines():
-                pid_text, _, started = line.partition(" ")
-                if started and start_time(int(pid_text)) == started:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(int(pid_text), signal.SIGKILL)
-                        killed += 1
+            for pod_pid in live_pids(pids):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pod_pid, signal.SIGKILL)
+                    killed += 1
         stop_group(pid, grace_s=0)
         return killed

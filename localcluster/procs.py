@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
@@ -21,6 +21,16 @@ def start_time(pid: int) -> str | None:
         return None
     # Field 22; the command name (field 2) may hold spaces, so split after its ")".
     return stat.rpartition(")")[2].split()[19]
+
+
+def live_pids(pids_file: Path) -> Iterator[int]:
+    """The pids a pod's `pids` file lists (`PID START` a line, one per process the
+    node agent started) whose very process still runs: START tells a reused pid
+    apart. Read as it goes, so each pid is checked just before the caller acts."""
+    for line in pids_file.read_text().splitlines():
+        pid_text, _, started = line.partition(" ")
+        if started and pid_text.isdigit() and start_time(int(pid_text)) == started:
+            yield int(pid_text)
 
 
 def spawn(

@@ -116,5 +116,6 @@ __all__ = [
     "code_key",
     "code_uri",
     "is_own_checkpoint",
+    "is_sha256_hex",
     "is_within_run",
 ]

@@ -23,6 +23,8 @@ from typing import Any
 from kubetune_contract import Progress
 from kubetune_operator import kube, storageio
 from kubetune_operator.cache import ClusterCache, JobKey
+from kubetune_operator.kueue.gate import QueueGate
+from kubetune_operator.kueue.workloads import WorkloadSync
 from kubetune_operator.metrics import (
     RECONCILE_RETRIES,
     RECONCILE_SECONDS,
@@ -32,8 +34,6 @@ from kubetune_operator.metrics import (
     record_status_change,
 )
 from kubetune_operator.model import JobView, Phase, PodView, is_terminal
-from kubetune_operator.kueue.gate import QueueGate
-from kubetune_operator.kueue.workloads import WorkloadSync
 from kubetune_operator.podspec import PodSettings, build_worker_pod
 from kubetune_operator.progressbook import ProgressBook, newer
 from kubetune_operator.statemachine import (

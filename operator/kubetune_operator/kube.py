@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any, cast
 
@@ -19,7 +19,6 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from kubetune_contract import API_GROUP, API_VERSION, KIND, LABEL_JOB_UID, PLURAL, SWEEP_PLURAL
-from kubetune_operator import kueue
 from kubetune_operator.metrics import API_ERRORS, API_REQUESTS
 
 log = logging.getLogger(__name__)
@@ -82,19 +81,23 @@ def _counted(verb: str, resource: str) -> Iterator[None]:
         raise
 
 
-def get_job(namespace: str, name: str) -> dict[str, Any] | None:
-    objects = kubernetes.client.CustomObjectsApi(api())
+def _get(resource: str, read: Callable[..., Any], *args: Any) -> Any:
+    """The object a read returns; None when there is none (404)."""
     try:
-        with _counted("get", PLURAL):
-            return _raw(
-                objects.get_namespaced_custom_object(
-                    API_GROUP, API_VERSION, namespace, PLURAL, name, _preload_content=False
-                )
-            )
+        with _counted("get", resource):
+            return _raw(read(*args, _preload_content=False))
     except ApiException as exc:
         if exc.status == 404:
             return None
         raise
+
+
+def get_job(namespace: str, name: str) -> dict[str, Any] | None:
+    objects = kubernetes.client.CustomObjectsApi(api())
+    read = objects.get_namespaced_custom_object
+    return cast(
+        dict[str, Any] | None, _get(PLURAL, read, API_GROUP, API_VERSION, namespace, PLURAL, name)
+    )
 
 
 def replace_status(
@@ -151,6 +154,23 @@ def create_pod(namespace: str, pod: dict[str, Any]) -> bool:
         raise
 
 
+def _merge_patch(
+    group: str, version: str, plural: str, namespace: str, name: str, patch: dict[str, Any]
+) -> dict[str, Any]:
+    """A merge patch of a namespaced custom object; the new body."""
+    objects = kubernetes.client.CustomObjectsApi(api())
+    with _counted("patch", plural):
+        return cast(
+            dict[str, Any],
+            _raw(
+                objects.patch_namespaced_custom_object(
+                    group, version, namespace, plural, name, patch,
+                    _content_type="application/merge-patch+json", _preload_content=False,
+                )
+            ),
+        )  # fmt: skip
+
+
 def _api_message(exc: ApiException) -> str:
     try:
         return str(json.loads(exc.body or "{}").get("message") or exc.reason)[:512]
@@ -171,13 +191,9 @@ def delete_pod(namespace: str, name: str) -> None:
 
 def read_secret(namespace: str, name: str) -> dict[str, str] | None:
     core = kubernetes.client.CoreV1Api(api())
-    try:
-        with _counted("get", "secrets"):
-            secret = _raw(core.read_namespaced_secret(name, namespace, _preload_content=False))
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
+    secret = _get("secrets", core.read_namespaced_secret, name, namespace)
+    if secret is None:
+        return None
     return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
 
 
@@ -258,74 +274,65 @@ def review_token(token: str, audience: str) -> dict[str, Any]:
     return cast(dict[str, Any], _raw(response).get("status") or {})
 
 
-# Kueue (only with --kueue): Workloads of queued jobs, and the cluster-scoped
-# objects their admission names.
+# Objects of other APIs (with --kueue: Kueue's Workloads, and the cluster-scoped
+# objects their admission names). Where the API serves them is the caller's word.
 
 
-def kueue_served() -> bool:
-    """Whether the API server serves Kueue's Workload API (its CRDs are installed)."""
+def serves(group: str, version: str) -> bool:
+    """Whether the API server serves this API group version (its CRDs are installed)."""
     with _counted("get", "discovery"):
         groups = _raw(kubernetes.client.ApisApi(api()).get_api_versions(_preload_content=False))
     return any(
-        g.get("name") == kueue.GROUP
-        and any(v.get("version") == kueue.VERSION for v in g.get("versions") or [])
+        g.get("name") == group and any(v.get("version") == version for v in g.get("versions") or [])
         for g in groups.get("groups") or []
     )
 
 
-def get_cluster_object(plural: str, name: str) -> dict[str, Any] | None:
-    """A Kueue ResourceFlavor or WorkloadPriorityClass; None when there is none."""
+def get_cluster_object(name: str, group: str, version: str, plural: str) -> dict[str, Any] | None:
+    """A cluster-scoped custom object (a Kueue ResourceFlavor or
+    WorkloadPriorityClass); None when there is none."""
+    read = kubernetes.client.CustomObjectsApi(api()).get_cluster_custom_object
+    return cast(dict[str, Any] | None, _get(plural, read, group, version, plural, name))
+
+
+def create_object(
+    body: dict[str, Any], group: str, version: str, plural: str
+) -> dict[str, Any] | None:
+    """A namespaced custom object, created; None when one of that name exists
+    already (creation is idempotent); Rejected when the API refuses it as invalid."""
     objects = kubernetes.client.CustomObjectsApi(api())
+    namespace = body["metadata"]["namespace"]
     try:
-        with _counted("get", plural):
+        with _counted("create", plural):
             return cast(
                 dict[str, Any],
                 _raw(
-                    objects.get_cluster_custom_object(
-                        kueue.GROUP, kueue.VERSION, plural, name, _preload_content=False
+                    objects.create_namespaced_custom_object(
+                        group, version, namespace, plural, body, _preload_content=False
                     )
                 ),
             )
     except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
-def create_workload(body: dict[str, Any]) -> None:
-    """Idempotent: a Workload of that name already there counts as created."""
-    objects = kubernetes.client.CustomObjectsApi(api())
-    try:
-        with _counted("create", kueue.WORKLOADS):
-            _drained(
-                objects.create_namespaced_custom_object(
-                    kueue.GROUP,
-                    kueue.VERSION,
-                    body["metadata"]["namespace"],
-                    kueue.WORKLOADS,
-                    body,
-                    _preload_content=False,
-                )
-            )
-    except ApiException as exc:
         if exc.status == 409:
-            return
+            return None
         if exc.status in (400, 422):
             raise Rejected(_api_message(exc)) from exc
         raise
 
 
-def delete_workload(namespace: str, name: str, uid: str) -> None:
-    """Only that Workload (uid precondition), never a newer one of the same name."""
+def delete_object(
+    namespace: str, name: str, uid: str, group: str, version: str, plural: str
+) -> None:
+    """Only that object (uid precondition), never a newer one of the same name."""
     objects = kubernetes.client.CustomObjectsApi(api())
     try:
-        with _counted("delete", kueue.WORKLOADS):
+        with _counted("delete", plural):
             _drained(
                 objects.delete_namespaced_custom_object(
-                    kueue.GROUP,
-                    kueue.VERSION,
+                    group,
+                    version,
                     namespace,
-                    kueue.WORKLOADS,
+                    plural,
                     name,
                     body=cast(Any, {"preconditions": {"uid": uid}}),
                     _preload_content=False,
@@ -336,33 +343,20 @@ def delete_workload(namespace: str, name: str, uid: str) -> None:
             raise
 
 
-def set_workload_active(body: dict[str, Any], active: bool) -> dict[str, Any]:
-    """spec.active, guarded by the resourceVersion it was decided from; the new body."""
+def patch_object(
+    body: dict[str, Any], changes: dict[str, Any], group: str, version: str, plural: str
+) -> dict[str, Any]:
+    """A merge patch of `changes` (outside metadata), guarded by the
+    resourceVersion they were decided from; the new body. Conflict otherwise."""
     meta = body["metadata"]
-    patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "spec": {"active": active}}
-    objects = kubernetes.client.CustomObjectsApi(api())
+    patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, **changes}
     try:
-        with _counted("patch", kueue.WORKLOADS):
-            return _raw(
-                objects.patch_namespaced_custom_object(
-                    kueue.GROUP,
-                    kueue.VERSION,
-                    meta["namespace"],
-                    kueue.WORKLOADS,
-                    meta["name"],
-                    patch,
-                    _content_type="application/merge-patch+json",
-                    _preload_content=False,
-                )
-            )
+        return _merge_patch(group, version, plural, meta["namespace"], meta["name"], patch)
     except ApiException as exc:
         if exc.status in (404, 409):
-            raise Conflict(f"Workload {meta['name']} changed: {exc.reason}") from exc
+            kind = body.get("kind") or plural
+            raise Conflict(f"{kind} {meta['name']} changed: {exc.reason}") from exc
         raise
-
-
-def replace_workload_status(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-    return replace_status(body, status, kueue.GROUP, kueue.VERSION, kueue.WORKLOADS)
 
 
 def job_has_pods(namespace: str, job_uid: str) -> bool:
@@ -386,40 +380,12 @@ def job_has_pods(namespace: str, job_uid: str) -> bool:
 
 def create_job(body: dict[str, Any]) -> dict[str, Any] | None:
     """A trial; None when one of that name exists already (creation is idempotent)."""
-    objects = kubernetes.client.CustomObjectsApi(api())
-    meta = body["metadata"]
-    try:
-        with _counted("create", PLURAL):
-            return cast(
-                dict[str, Any],
-                _raw(
-                    objects.create_namespaced_custom_object(
-                        API_GROUP, API_VERSION, meta["namespace"], PLURAL, body,
-                        _preload_content=False,
-                    )
-                ),
-            )  # fmt: skip
-    except ApiException as exc:
-        if exc.status == 409:
-            return None
-        if exc.status in (400, 422):
-            raise Rejected(_api_message(exc)) from exc
-        raise
+    return create_object(body, API_GROUP, API_VERSION, PLURAL)
 
 
 def patch_job(namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
     """A merge patch of a trial the sweep owns (its annotations, spec.suspend)."""
-    objects = kubernetes.client.CustomObjectsApi(api())
-    with _counted("patch", PLURAL):
-        return cast(
-            dict[str, Any],
-            _raw(
-                objects.patch_namespaced_custom_object(
-                    API_GROUP, API_VERSION, namespace, PLURAL, name, patch,
-                    _content_type="application/merge-patch+json", _preload_content=False,
-                )
-            ),
-        )  # fmt: skip
+    return _merge_patch(API_GROUP, API_VERSION, PLURAL, namespace, name, patch)
 
 
 def replace_sweep_status(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,8 @@ import math
 from typing import Any
 
 from kubetune.storage import StorageError, open_storage
-from kubetune.storage.checkpoints import CheckpointError, RunStore, open_checkpoint
+from kubetune.storage.checkpoints import CheckpointError, open_checkpoint
+from kubetune.storage.runfolder import RunStore
 from kubetune.storage.s3 import S3Storage
 from kubetune_contract import Progress
 from kubetune_operator.metrics import S3_REQUESTS

@@ -14,7 +14,7 @@ from kubernetes import client, watch
 from operator_fixtures import cluster_env, get_job, read_results, report_figure
 
 from kubetune.storage import open_storage
-from kubetune.storage.checkpoints import RunStore
+from kubetune.storage.runfolder import RunStore
 
 ENDED = ("Succeeded", "Failed")
 

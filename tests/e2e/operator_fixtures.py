@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from kubetune.storage import open_storage
-from kubetune.storage.checkpoints import RunStore
+from kubetune.storage.runfolder import RunStore
 from localcluster.testing import Cluster, read_env_file
 
 REPO = Path(__file__).resolve().parents[2]

@@ -40,8 +40,9 @@ from operator_fixtures import (
     wait_for,
 )
 
-from kubetune.sdk.trainable import DICT_CHECKPOINT_FILE
-from kubetune.storage.checkpoints import RunStore, download_checkpoint
+from kubetune.sdk.class_checkpoint import DICT_CHECKPOINT_FILE
+from kubetune.storage.checkpoints import download_checkpoint
+from kubetune.storage.runfolder import RunStore
 from kubetune_contract import CHECKPOINT_MANIFEST as MANIFEST
 from localcluster.config import Layout
 from localcluster.procs import start_time

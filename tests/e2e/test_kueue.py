@@ -40,7 +40,7 @@ from operator_fixtures import (
     wait_for,
 )
 
-from localcluster import kueue as local_kueue
+from localcluster.addons import kueue as local_kueue
 from localcluster.config import Layout
 from localcluster.testing import Cluster
 

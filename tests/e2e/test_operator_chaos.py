@@ -22,7 +22,7 @@ from operator_fixtures import (
 )
 
 from kubetune.storage import open_storage
-from kubetune.storage.checkpoints import RunStore
+from kubetune.storage.runfolder import RunStore
 
 pytestmark = pytest.mark.e2e
 

@@ -28,7 +28,7 @@ from operator_fixtures import (
     report_figure,
 )
 
-from localcluster.kwok import NODE_SELECTOR, TOLERATION
+from localcluster.addons.kwok import NODE_SELECTOR, TOLERATION
 
 pytestmark = pytest.mark.e2e
 

@@ -19,11 +19,11 @@ import pytest
 from kubetune.storage import Storage
 from kubetune.storage.checkpoints import (
     CheckpointError,
-    RunStore,
     download_checkpoint,
     open_checkpoint,
 )
 from kubetune.storage.local import LocalStorage
+from kubetune.storage.runfolder import RunStore
 from kubetune.storage.s3 import MiB, S3Storage
 from kubetune_contract import CHECKPOINT_MANIFEST
 
@@ -36,7 +36,7 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from kubetune.storage.checkpoints import RunStore
+    from kubetune.storage.runfolder import RunStore
     from kubetune.storage.local import LocalStorage
     from kubetune.storage.s3 import MiB, S3Storage
 

@@ -15,12 +15,11 @@ from moto import mock_aws
 from kubetune.storage import Storage
 from kubetune.storage.checkpoints import (
     CheckpointError,
-    RunConflictError,
-    RunStore,
     download_checkpoint,
     open_checkpoint,
 )
 from kubetune.storage.local import LocalStorage
+from kubetune.storage.runfolder import RunConflictError, RunStore
 from kubetune.storage.s3 import MiB, S3Storage
 from kubetune_contract import CHECKPOINT_MANIFEST, PROGRESS_FILE, RESULT_FILE, RUN_FILE
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from urllib3.exceptions import ProtocolError
 
+from kubetune.cli import command as cli
 from kubetune.cli.args import (
     check_trainable,
     parse_config_args,
@@ -24,7 +25,6 @@ from kubetune.cli.args import (
     parse_resources,
     parse_value,
 )
-from kubetune.cli import command as cli
 from kubetune.cli.render import (
     age,
     human_duration,

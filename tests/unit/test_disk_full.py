@@ -14,7 +14,7 @@ import kubetune
 import kubetune_contract as contract
 from kubetune.sdk.errors import disk_full_message, is_disk_full
 from kubetune.storage import open_storage
-from kubetune.storage.checkpoints import RunStore
+from kubetune.storage.runfolder import RunStore
 
 
 class _Wrapper(Exception):

@@ -15,7 +15,7 @@ import kubetune_contract as contract
 from kubetune import Trainable
 from kubetune.runtime.signals import StopSignals
 from kubetune.storage import open_storage
-from kubetune.storage.checkpoints import RunStore
+from kubetune.storage.runfolder import RunStore
 
 
 @pytest.fixture(autouse=True)

@@ -26,7 +26,7 @@ import kubetune
 import kubetune_contract as contract
 from kubetune.storage import Storage, StorageError
 from kubetune.storage.base import Piece
-from kubetune.storage.checkpoints import RunStore
+from kubetune.storage.runfolder import RunStore
 from kubetune.storage.local import LocalStorage
 from kubetune.storage.results import (
     ResultLog,

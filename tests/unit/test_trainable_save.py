@@ -14,7 +14,7 @@ import kubetune
 import kubetune_contract as contract
 from kubetune import Checkpoint, Trainable
 from kubetune.sdk.result_keys import TRIAL_INFO, TrialInfo
-from kubetune.sdk.trainable import StorageContext
+from kubetune.sdk.storage_context import StorageContext
 
 
 @pytest.fixture(autouse=True)

@@ -5,8 +5,6 @@ Moving a Ray Tune trainable over is one line: `from ray import tune` becomes
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from kubetune import schedulers
 from kubetune.runtime.api import run
 from kubetune.runtime.outcome import RunFailed, RunResult
@@ -20,7 +18,10 @@ from kubetune.sdk.errors import (
 )
 from kubetune.sdk.function import TuneContext, get_checkpoint, get_context, report
 from kubetune.sdk.stopping import FunctionStopper, Stopper
-from kubetune.sdk.trainable import StorageContext, Trainable, with_parameters
+from kubetune.sdk.storage_context import StorageContext
+from kubetune.sdk.trainable import Trainable
+from kubetune.sdk.version import VERSION as __version__
+from kubetune.sdk.with_parameters import with_parameters
 from kubetune.search import choice, grid_search, loguniform, quniform, randint, uniform
 
 # The client (kubetune.submit, kubetune.Job ...) imports the Kubernetes client:

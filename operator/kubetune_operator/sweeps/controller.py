@@ -1,5 +1,6 @@
-"""The TrainableSweep reconcile: threads take sweep keys from a work queue and
-make each sweep's trials match its spec and its scheduler's decisions.
+"""The TrainableSweep reconcile: the reconcile threads (workqueue.py) take sweep
+keys from the sweeps' work queue and make each sweep's trials match its spec
+and its scheduler's decisions; plan.py decides what, this module does it.
 
 A sweep is reconciled when it or one of its trials changes (the trials are
 TrainableJobs in the operator's cache), never on a timer of its own. The
@@ -16,17 +17,17 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from kubetune_contract import code_key, is_within_run
+from kubetune_contract import code_key
 from kubetune_operator import kube, storageio
 from kubetune_operator.cache import ClusterCache, JobKey
 from kubetune_operator.metrics import SWEEP_RECONCILES
 from kubetune_operator.model import JobView
-from kubetune_operator.sweep_plan import (
+from kubetune_operator.sweeps.plan import (
     ANN_BEST,
     ANN_DECISIONS,
     ANN_EXPLOIT,
@@ -34,14 +35,20 @@ from kubetune_operator.sweep_plan import (
     ANN_STOPPED,
     SweepStatus,
     Trial,
+    best_result,
     build_trial,
+    code_problem,
     count,
     members,
+    never_reported,
     template_view,
     trial_name,
+    trial_table,
+    trial_view,
 )
-from kubetune_operator.sweep_schedulers import Scheduler, SchedulerError, make_scheduler, validate
-from kubetune_operator.workqueue import WorkQueue
+from kubetune_operator.sweeps.schedulers.base import Scheduler, SchedulerError
+from kubetune_operator.sweeps.schedulers.registry import make_scheduler, validate
+from kubetune_operator.workqueue import ReconcileThreads, WorkQueue
 
 log = logging.getLogger("kubetune_operator")
 
@@ -50,6 +57,21 @@ TABLE_FILE = "trials.json"
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _Sweep:
+    """One sweep as a reconcile sees it: read once, shared by its steps."""
+
+    key: JobKey
+    body: dict[str, Any]
+    template: JobView  # the jobTemplate, named after the sweep: its folder and storage
+    creds: dict[str, str] | None
+    notes: list[str] = field(default_factory=list)  # trials found without the metric
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.body["spec"]
 
 
 class SweepController:
@@ -63,38 +85,21 @@ class SweepController:
         self.credentials = credentials
         self.queue: WorkQueue[JobKey] = WorkQueue()
         self.workers = workers
-        self._stop = threading.Event()
+        self.reconcilers = ReconcileThreads(
+            self.queue,
+            self.reconcile,
+            name="kubetune-sweep",
+            what="sweep reconcile",
+            counted=lambda outcome, _: SWEEP_RECONCILES.labels(outcome).inc(),
+        )
         self._tables: dict[JobKey, str] = {}  # the trial table last written to S3
         self._memory: dict[JobKey, dict[str, Any]] = {}  # schedulers' in-memory notes
 
     def start(self) -> None:
-        for i in range(self.workers):
-            threading.Thread(target=self._work, name=f"kubetune-sweep-{i}", daemon=True).start()
+        self.reconcilers.start(self.workers)
 
     def stop(self) -> None:
-        self._stop.set()
         self.queue.close()
-
-    def _work(self) -> None:
-        while not self._stop.is_set():
-            key = self.queue.get()
-            if key is None:
-                return
-            try:
-                again = self.reconcile(key)
-            except Exception as exc:  # never let one sweep stop a thread
-                delay = self.queue.retry_later(key)
-                SWEEP_RECONCILES.labels("error").inc()
-                log.warning(
-                    "[%s/%s] sweep reconcile failed, retrying in %.1fs: %s", *key, delay, exc
-                )
-            else:
-                self.queue.forget(key)
-                SWEEP_RECONCILES.labels("ok").inc()
-                if again is not None:
-                    self.queue.add(key, again)
-            finally:
-                self.queue.done(key)
 
     # one reconcile
 
@@ -106,7 +111,7 @@ class SweepController:
         status = SweepStatus.start(body, _now())
         if status.st.get("phase") in ("Succeeded", "Failed"):
             return None
-        problem = validate(spec) or self._code_problem(key, spec)
+        problem = validate(spec) or code_problem(template_view(body))
         if problem:
             status.phase("Failed", "InvalidSpec", problem)
             self._write_status(body, status.st)
@@ -114,12 +119,11 @@ class SweepController:
 
         trials = [Trial.from_job(b) for b in self.cache.jobs_of_sweep(*key)]
         template = template_view(body)
-        creds = self.credentials(template)
+        sweep = _Sweep(key, body, template, self.credentials(template))
         scheduler = make_scheduler(spec)
-        notes: list[str] = []
 
-        trials = self._record_bests(trials, spec, template, creds, notes)
-        again = self._decide(key, body, scheduler, trials, template, creds, notes)
+        trials = self._record_bests(sweep, trials)
+        again = self._decide(sweep, scheduler, trials)
         if again is not None:
             return again  # a decision was written: decide the rest from the new state
         trials = [Trial.from_job(b) for b in self.cache.jobs_of_sweep(*key)]
@@ -142,7 +146,7 @@ class SweepController:
                 status.phase("Suspended", "Suspended", "every trial is suspended or done")
         else:
             try:
-                self._resume_and_create(key, body, scheduler, current)
+                self._resume_and_create(sweep, scheduler, current)
             except kube.Rejected as exc:
                 status.phase("Failed", "InvalidSpec", f"jobTemplate: a trial was refused: {exc}")
                 self._write_status(body, status.st)
@@ -157,56 +161,16 @@ class SweepController:
         status.results(trials, current, spec)
         # Every trial found without the metric, in one stable message.
         seen = self._memory.setdefault(key, {}).setdefault("notes", set())
-        seen.update(notes)
+        seen.update(sweep.notes)
         if seen:
             status.cond("MetricMissing", "True", "MetricMissing", "; ".join(sorted(seen))[:1024])
         self._write_status(body, status.st)
-        self._write_table(key, spec, template, creds, trials)
+        self._write_table(sweep, trials)
         return None
-
-    # shipped code (jobTemplate.spec.code, uploaded by kubetune.Tuner)
-
-    def _sweep_folder(self, key: JobKey, spec: dict[str, Any]) -> str:
-        uri = str(spec["jobTemplate"]["spec"]["storage"]["uri"]).rstrip("/")
-        return f"{uri}/{key[0]}/{key[1]}"
-
-    def _code_problem(self, key: JobKey, spec: dict[str, Any]) -> str:
-        code = spec["jobTemplate"]["spec"].get("code")
-        if not code:
-            return ""
-        folder = self._sweep_folder(key, spec)
-        if is_within_run(folder, str(code.get("uri") or "")):
-            return ""
-        return (
-            f"jobTemplate.spec.code.uri {code.get('uri')} is outside the sweep's folder: shipped "
-            f"code must be at {folder}/.kubetune/code/<sha256>.pkl (kubetune.Tuner puts it there)"
-        )
-
-    def _create_trial(self, key: JobKey, body: dict[str, Any], template: JobView) -> None:
-        code = body["spec"].get("code")
-        if code:
-            source = self._sweep_folder(key, {"jobTemplate": {"spec": template.spec}})
-            source_uri = f"{source}/{code_key(code['sha256'])}"
-            if not storageio.copy_object(
-                source_uri, code["uri"], template.storage, self.credentials(template)
-            ):
-                raise RuntimeError(f"could not copy the shipped code {source_uri} to {code['uri']}")
-        created = kube.create_job(body)
-        if created is not None:
-            self.cache.put_job(created)
 
     # the scheduler
 
-    def _decide(
-        self,
-        key: JobKey,
-        sweep: dict[str, Any],
-        scheduler: Scheduler,
-        trials: list[Trial],
-        template: JobView,
-        creds: dict[str, str] | None,
-        notes: list[str],
-    ) -> float | None:
+    def _decide(self, sweep: _Sweep, scheduler: Scheduler, trials: list[Trial]) -> float | None:
         """Replays the recorded decisions, then makes the due ones; returns 0 when
         it wrote one (the caller decides the rest from the new state)."""
         recorded = sorted(((d[0], t, d) for t in trials for d in t.decisions), key=lambda x: x[0])
@@ -216,13 +180,14 @@ class SweepController:
         current = members(trials)
         scheduler.set_members(current)
         scheduler.trials = trials
-        scheduler.memory = self._memory.setdefault(key, {})
+        scheduler.memory = self._memory.setdefault(sweep.key, {})
         read: dict[str, list[dict[str, Any]]] = {}
 
         def rows_of(t: Trial) -> list[dict[str, Any]]:
             if t.name not in read:
-                view = self._trial_view(key, t, template)
-                read[t.name] = storageio.read_trial_results(view, creds)
+                read[t.name] = storageio.read_trial_results(
+                    trial_view(sweep.template, t), sweep.creds
+                )
             return read[t.name]
 
         scheduler.rows_of = rows_of
@@ -239,7 +204,7 @@ class SweepController:
             try:
                 made = scheduler.decide(trial, rows, seq)
             except SchedulerError as exc:
-                notes.append(f"{trial.name} {exc}")
+                sweep.notes.append(f"{trial.name} {exc}")
                 continue
             if made is None:
                 continue
@@ -252,71 +217,24 @@ class SweepController:
             if stop_reason:
                 patch["metadata"]["annotations"][ANN_STOPPED] = stop_reason
                 patch["spec"] = {"suspend": True}
-                log.info("[%s/%s] %s: %s", key[0], trial.name, "stopping", stop_reason)
-            self.cache.put_job(kube.patch_job(key[0], trial.name, patch))
+                log.info("[%s/%s] %s: %s", sweep.key[0], trial.name, "stopping", stop_reason)
+            self.cache.put_job(kube.patch_job(sweep.key[0], trial.name, patch))
             return 0.0
         return None
 
-    def _create_generation(
-        self, sweep: dict[str, Any], trial: Trial, exploit: dict[str, Any]
-    ) -> None:
-        body = build_trial(
-            sweep,
-            trial.index,
-            exploit["config"],
-            generation=trial.generation + 1,
-            restore_from=exploit["checkpoint"],
-            annotations={ANN_EXPLOIT: json.dumps(exploit)},
-        )
-        key = (body["metadata"]["namespace"], sweep["metadata"]["name"])
-        self._create_trial(key, body, template_view(sweep))
-        log.info(
-            "[%s] PBT: %s continues from %s",
-            body["metadata"]["name"],
-            trial.name,
-            exploit["checkpoint"],
-        )
-
-    def _trial_view(self, key: JobKey, trial: Trial, template: JobView) -> JobView:
-        return JobView.from_body(
-            {"metadata": {"name": trial.name, "namespace": key[0]}, "spec": template.spec}
-        )
-
-    def _record_bests(
-        self,
-        trials: list[Trial],
-        spec: dict[str, Any],
-        template: JobView,
-        creds: dict[str, str] | None,
-        notes: list[str],
-    ) -> list[Trial]:
+    def _record_bests(self, sweep: _Sweep, trials: list[Trial]) -> list[Trial]:
         """A trial that is done gets its best value from its result.json, once."""
-        metric, mode = spec["metric"], spec["mode"]
+        metric, mode = sweep.spec["metric"], sweep.spec["mode"]
         out = []
         for trial in trials:
             settled = trial.finished or (trial.stopped and trial.phase == "Suspended")
             if trial.best is None and settled:
-                ns = template.namespace
-                rows = storageio.read_trial_results(
-                    self._trial_view((ns, ""), trial, template), creds
-                )
-                scored = [
-                    (float(r[metric]), int(r.get("training_iteration") or 0))
-                    for r in rows
-                    if isinstance(r.get(metric), int | float)
-                    and not isinstance(r.get(metric), bool)
-                ]
-                if rows and not scored:
-                    keys = sorted(rows[-1])
-                    notes.append(
-                        f"{trial.name} never reported {metric!r} (its results have {keys})"
-                    )
-                best = (
-                    (max if mode == "max" else min)(scored, key=lambda s: s[0]) if scored else None
-                )
-                value = {"value": best[0], "iteration": best[1]} if best else {"value": None}
-                patch = {"metadata": {"annotations": {ANN_BEST: json.dumps(value)}}}
-                body = kube.patch_job(ns, trial.name, patch)
+                rows = storageio.read_trial_results(trial_view(sweep.template, trial), sweep.creds)
+                best = best_result(rows, metric, mode)
+                if rows and best["value"] is None:
+                    sweep.notes.append(f"{trial.name} {never_reported(metric, sorted(rows[-1]))}")
+                patch = {"metadata": {"annotations": {ANN_BEST: json.dumps(best)}}}
+                body = kube.patch_job(sweep.template.namespace, trial.name, patch)
                 self.cache.put_job(body)
                 trial = Trial.from_job(body)
             out.append(trial)
@@ -324,11 +242,41 @@ class SweepController:
 
     # creating, pausing, resuming
 
+    def _create_trial(self, body: dict[str, Any], template: JobView) -> None:
+        code = body["spec"].get("code")
+        if code:
+            # Shipped code (uploaded by kubetune.Tuner into the sweep's folder)
+            # goes into the trial's own folder, the only place a worker reads it.
+            source_uri = f"{template.run_uri}/{code_key(code['sha256'])}"
+            if not storageio.copy_object(
+                source_uri, code["uri"], template.storage, self.credentials(template)
+            ):
+                raise RuntimeError(f"could not copy the shipped code {source_uri} to {code['uri']}")
+        created = kube.create_job(body)
+        if created is not None:
+            self.cache.put_job(created)
+
+    def _create_generation(self, sweep: _Sweep, trial: Trial, exploit: dict[str, Any]) -> None:
+        body = build_trial(
+            sweep.body,
+            trial.index,
+            exploit["config"],
+            generation=trial.generation + 1,
+            restore_from=exploit["checkpoint"],
+            annotations={ANN_EXPLOIT: json.dumps(exploit)},
+        )
+        self._create_trial(body, sweep.template)
+        log.info(
+            "[%s] PBT: %s continues from %s",
+            body["metadata"]["name"],
+            trial.name,
+            exploit["checkpoint"],
+        )
+
     def _resume_and_create(
-        self, key: JobKey, sweep: dict[str, Any], scheduler: Scheduler, current: dict[int, Trial]
+        self, sweep: _Sweep, scheduler: Scheduler, current: dict[int, Trial]
     ) -> None:
-        spec = sweep["spec"]
-        room = int(spec.get("maxConcurrent", 4)) - sum(t.active for t in current.values())
+        room = int(sweep.spec.get("maxConcurrent", 4)) - sum(t.active for t in current.values())
         for trial in sorted(current.values(), key=lambda t: t.index):
             if room <= 0:
                 return
@@ -337,15 +285,15 @@ class SweepController:
                     "metadata": {"annotations": {ANN_PAUSED: None}},
                     "spec": {"suspend": False},
                 }
-                self.cache.put_job(kube.patch_job(key[0], trial.name, patch))
+                self.cache.put_job(kube.patch_job(sweep.key[0], trial.name, patch))
                 room -= 1
         for index in range(scheduler.total):
             if room <= 0:
                 return
             if index in current:
                 continue
-            body = build_trial(sweep, index, scheduler.config(index))
-            self._create_trial(key, body, template_view(sweep))
+            body = build_trial(sweep.body, index, scheduler.config(index))
+            self._create_trial(body, sweep.template)
             room -= 1
 
     def _pause_all(self, namespace: str, current: dict[int, Trial], stopped: str = "") -> None:
@@ -368,39 +316,16 @@ class SweepController:
             return
         self.cache.put_sweep(written)
 
-    def _write_table(
-        self,
-        key: JobKey,
-        spec: dict[str, Any],
-        template: JobView,
-        creds: dict[str, str] | None,
-        trials: list[Trial],
-    ) -> None:
+    def _write_table(self, sweep: _Sweep, trials: list[Trial]) -> None:
         """The whole trial table (status keeps only the top), when it changed."""
-        # Rewritten when a trial starts or is done, not at every report.
-        table = [
-            {
-                "trial": t.name,
-                "index": t.index,
-                "generation": t.generation,
-                "phase": t.phase if t.done else "Active",
-                "config": t.config,
-                "best": t.best,
-                "stopped": t.stopped,
-                **(
-                    {"iteration": t.iteration, "last_result": t.last_result,
-                     "checkpoint": t.latest_checkpoint}
-                    if t.done else {}
-                ),
-            }
-            for t in sorted(trials, key=lambda t: (t.index, t.generation))
-        ]  # fmt: skip
-        text = json.dumps({"sweep": key[1], "metric": spec["metric"], "trials": table}, indent=1)
-        if self._tables.get(key) == text:
+        text = trial_table(sweep.key[1], sweep.spec["metric"], trials)
+        if self._tables.get(sweep.key) == text:
             return
-        uri = f"{template.storage.get('uri', '').rstrip('/')}/{key[0]}/{key[1]}"
-        if storageio.write_object(uri, TABLE_FILE, text.encode(), template.storage, creds):
-            self._tables[key] = text
+        storage = sweep.template.storage
+        if storageio.write_object(
+            sweep.template.run_uri, TABLE_FILE, text.encode(), storage, sweep.creds
+        ):
+            self._tables[sweep.key] = text
 
     def forget(self, key: JobKey) -> None:
         self._tables.pop(key, None)

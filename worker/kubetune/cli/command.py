@@ -10,8 +10,8 @@ import sys
 from typing import NoReturn
 
 import kubetune_contract as contract
-from kubetune.cli.args import parse_config
 from kubetune.cli import jobs as cli_jobs
+from kubetune.cli.args import parse_config
 from kubetune.runtime.api import DEFAULT_STORAGE_ROOT, run
 from kubetune.runtime.display import make_reporter
 from kubetune.runtime.exiting import exit_at_once, finish, setup_logging

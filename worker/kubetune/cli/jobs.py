@@ -42,6 +42,7 @@ from kubetune.cli.render import (
 from kubetune.cli.watch import JobDeleted, Watcher, is_live, job_updates
 from kubetune.sdk.errors import InvalidSettings, KubetuneError
 from kubetune.sdk.stopping import parse_stop_args
+from kubetune_contract import API_GROUP, API_VERSION, PLURAL
 
 COMMANDS = ("submit", "get", "describe", "logs", "results", "suspend", "resume")
 EXIT_FAILED = 1
@@ -410,12 +411,13 @@ def _list_all(kube: Any) -> list[dict[str, Any]]:
     from kubernetes.client.rest import ApiException
 
     from kubetune.client import ClusterError
-    from kubetune.client.kube import GROUP, PLURAL, VERSION
 
     try:
         found = cast(
             dict[str, Any],
-            client.CustomObjectsApi(kube.api).list_cluster_custom_object(GROUP, VERSION, PLURAL),
+            client.CustomObjectsApi(kube.api).list_cluster_custom_object(
+                API_GROUP, API_VERSION, PLURAL
+            ),
         )
     except ApiException as exc:
         raise ClusterError(f"TrainableJobs in all namespaces: {exc.reason}") from None

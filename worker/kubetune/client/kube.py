@@ -13,7 +13,7 @@ from typing import Any, cast
 import urllib3
 
 from kubetune.sdk.errors import KubetuneError
-from kubetune_contract import API_GROUP, API_VERSION, KIND, LABEL_SWEEP, PLURAL
+from kubetune_contract import API_GROUP, API_VERSION, KIND, LABEL_SWEEP, PLURAL, SWEEP_PLURAL
 
 LABEL_JOB = "kubetune.io/job"
 WORKER_CONTAINER = "worker"
@@ -163,10 +163,10 @@ class Kube:
     # sweeps (kubetune.Tuner)
 
     def create_sweep(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._create("TrainableSweep", SWEEPS, namespace, body)
+        return self._create("TrainableSweep", SWEEP_PLURAL, namespace, body)
 
     def get_sweep(self, namespace: str, name: str) -> dict[str, Any]:
-        return self._get("TrainableSweep", SWEEPS, namespace, name)
+        return self._get("TrainableSweep", SWEEP_PLURAL, namespace, name)
 
     def trials(self, namespace: str, sweep: str) -> list[dict[str, Any]]:
         found = self._call(

@@ -13,7 +13,7 @@ from kubetune.sdk.result_keys import AUTO_FILLED_KEYS
 MAX_METRICS = 4
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     text = str(value)
@@ -25,7 +25,7 @@ def summarize(iteration: int, result: dict[str, Any] | None, latest: Any) -> str
     parts = [f"iter {iteration}"]
     if result:
         shown = [
-            f"{k}={_fmt(v)}"
+            f"{k}={format_value(v)}"
             for k, v in result.items()
             if k not in AUTO_FILLED_KEYS and not isinstance(v, dict | list)
         ][:MAX_METRICS]

@@ -1,18 +1,17 @@
 """Driving a training function: it runs in the loop's thread, and each
-`report()` calls back into the loop, which handles the result (and commits a
-reported checkpoint) before `report()` returns."""
+`report()` calls back into the driver, which records the result (and commits
+a reported checkpoint through the keeper) before `report()` returns."""
 
 from __future__ import annotations
 
 import copy
 import inspect
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-import kubetune_contract as contract
-from kubetune.runtime.outcome import Outcome, RunOptions, UserError
-from kubetune.runtime.persist import Persister
-from kubetune.runtime.signals import StopSignals
+from kubetune.runtime.outcome import Outcome, UserError
+from kubetune.runtime.parts import RunParts
 from kubetune.sdk.checkpoint import Checkpoint
 from kubetune.sdk.errors import InvalidTrainable, KubetuneError
 from kubetune.sdk.function import (
@@ -22,48 +21,30 @@ from kubetune.sdk.function import (
     _set_session,
     to_metrics,
 )
-from kubetune.sdk.stopping import StopCriteria
 from kubetune.storage import StorageError
-from kubetune.storage.checkpoints import CheckpointError, CheckpointInfo, RunConflictError, RunStore
+from kubetune.storage.checkpoints import CheckpointError
+from kubetune.storage.runfolder import RunConflictError
+from kubetune_contract import EXIT_OK, checkpoint_dirname
 
 
 class FunctionDriver:
-    """The Runner's half that runs training functions (a mixin of Runner)."""
+    def __init__(self, parts: RunParts, function: Callable[..., Any]) -> None:
+        self.parts = parts
+        self.function = function
+        self._ft: FunctionTrainable | None = None
+        self._session: _Session | None = None
+        self._outcome: Outcome | None = None
+        self._fatal: BaseException | None = None
+        self._last_report = 0.0
 
-    trainable: Any
-    opts: RunOptions
-    signals: StopSignals
-    criteria: StopCriteria
-    store: RunStore | None
-    persister: Persister | None
-    book: list[CheckpointInfo]
-    iteration: int
-    last_result: dict[str, Any] | None
-    _outcome: Outcome | None
-    _fatal: BaseException | None
-    _session: _Session | None
-    _ft: FunctionTrainable | None
-    _last_report: float
-    _next_tick: float
-
-    if TYPE_CHECKING:
-
-        def _commit(
-            self, folder: str, iteration: int, result: dict[str, Any]
-        ) -> CheckpointInfo: ...
-
-        def _tick(self) -> None: ...
-
-        def _unsaved(self, why: str) -> Outcome: ...
-
-    def _drive_function(self, ft: FunctionTrainable) -> Outcome:
-        assert self.store is not None
+    def drive(self, ft: FunctionTrainable) -> Outcome:
+        signals = self.parts.signals
         session = _Session(
             on_report=self._on_report,
             trial_info=ft._trial_info,
             trial_dir=ft.logdir,
-            storage_uri=self.store.storage.uri,
-            stop_requested=lambda: self.signals.requested,
+            storage_uri=self.parts.storage_uri,
+            stop_requested=lambda: signals.requested,
         )
         session.checkpoint = ft.loaded_checkpoint
         self._session, self._ft = session, ft
@@ -72,7 +53,7 @@ class FunctionDriver:
         _set_session(session)
         out: Any = None
         try:
-            out = self.trainable(copy.deepcopy(ft.config))
+            out = self.function(copy.deepcopy(ft.config))
             if inspect.isgenerator(out):
                 for value in out:
                     self._on_report(self._returned(value), None)
@@ -93,11 +74,10 @@ class FunctionDriver:
             raise self._fatal
         if self._outcome is not None:
             return self._outcome
-        if self.last_result:  # Ray replays the last result with done=True, unlogged
-            self.last_result = {**self.last_result, "done": True}
-        return Outcome(
-            contract.EXIT_OK, f"the training function returned at iteration {ft.iteration}"
-        )
+        state = self.parts.state
+        if state.last_result:  # Ray replays the last result with done=True, unlogged
+            state.last_result = {**state.last_result, "done": True}
+        return Outcome(EXIT_OK, f"the training function returned at iteration {ft.iteration}")
 
     def _returned(self, value: Any) -> dict[str, Any]:
         try:
@@ -108,34 +88,35 @@ class FunctionDriver:
     def _on_report(self, metrics: dict[str, Any], checkpoint: Checkpoint | None) -> None:
         if self._outcome is not None or self._fatal is not None:
             raise StopTraining()
+        parts = self.parts
+        state = parts.state
         try:
             ft = self._ft
             assert ft is not None and self._session is not None
             result = ft.complete(metrics, self._last_report)
-            it = self.iteration = ft.iteration
+            it = state.iteration = ft.iteration
             result["checkpoint_dir_name"] = (
-                contract.checkpoint_dirname(it) if checkpoint is not None else None
+                checkpoint_dirname(it) if checkpoint is not None else None
             )
             if checkpoint is not None:
                 result["should_checkpoint"] = True
-            reason = self.criteria.check(result)
+            reason = parts.criteria.check(result)
             if reason is not None:
                 result["done"] = True
-            assert self.persister is not None
-            self.persister.add(result)
-            self.last_result = result
+            parts.sink.add(result)
+            state.last_result = result
             if checkpoint is not None:
                 with checkpoint.as_directory() as folder:
-                    info = self._commit(folder, it, result)
+                    info = parts.keeper.commit(folder, it, result)
                 self._session.checkpoint = Checkpoint(
-                    info.path, endpoint_url=self.opts.endpoint_url
+                    info.path, endpoint_url=parts.opts.endpoint_url
                 )
             if reason is not None:
-                self._outcome = Outcome(contract.EXIT_OK, f"{reason} at iteration {it}")
-            elif self.signals.requested:
-                self._outcome = self._stop_function(it)
-            elif time.monotonic() >= self._next_tick:
-                self._tick()
+                self._outcome = Outcome(EXIT_OK, f"{reason} at iteration {it}")
+            elif parts.signals.requested:
+                self._outcome = self._stop(it)
+            elif time.monotonic() >= parts.sink.next_tick:
+                parts.sink.tick()
         except KubetuneError as exc:
             self._fatal = exc
         except (StorageError, CheckpointError, RunConflictError) as exc:
@@ -145,15 +126,11 @@ class FunctionDriver:
         if self._outcome is not None or self._fatal is not None:
             raise StopTraining()
 
-    def _stop_function(self, iteration: int) -> Outcome:
-        latest = self.book[-1] if self.book else None
+    def _stop(self, iteration: int) -> Outcome:
+        latest = self.parts.state.latest
         if latest is not None and latest.iteration == iteration:
-            return Outcome(
-                contract.EXIT_STOPPED,
-                f"stopped on {self.signals.signame} at iteration {iteration}; "
-                f"checkpoint {latest.path}",
-            )
-        return self._unsaved(
+            return self.parts.stopped(iteration, latest)
+        return self.parts.unsaved(
             "a training function saves only what it reports: report a checkpoint when "
             "kubetune.get_context().stop_requested() is True"
         )

@@ -1,26 +1,29 @@
 """`kubetune.Trainable`: Ray Tune's class API, method by method. Users fill the
 hooks (setup, step, save_checkpoint, load_checkpoint, reset_config, cleanup);
 the framework owns train, save, restore, reset and stop, and fills Ray's
-result keys with Ray's rules."""
+result keys with Ray's rules. Where a trainable lives is
+kubetune.sdk.storage_context; what save() writes and restore() reads,
+kubetune.sdk.class_checkpoint; with_parameters, kubetune.sdk.with_parameters."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import datetime
-import json
 import logging
 import os
-import tempfile
 import time
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
-import cloudpickle
-
-import kubetune_contract as contract
-from kubetune.sdk.checkpoint import Checkpoint, TrainingResult, is_remote
+from kubetune.sdk.checkpoint import Checkpoint, TrainingResult
+from kubetune.sdk.class_checkpoint import (
+    counter_metrics,
+    load_saved,
+    prepare_folder,
+    restore_target,
+    store_returned,
+    write_manifest,
+)
 from kubetune.sdk.errors import StepResultError, describe
 from kubetune.sdk.monitor import UtilMonitor
 from kubetune.sdk.result_keys import (
@@ -41,21 +44,12 @@ from kubetune.sdk.result_keys import (
     HostFacts,
     TrialInfo,
 )
+from kubetune.sdk.storage_context import StorageContext, make_logdir
+from kubetune.sdk.version import VERSION
 
 logger = logging.getLogger("kubetune")
 
-DICT_CHECKPOINT_FILE = "_dict_checkpoint.pkl"
 SETUP_TIME_THRESHOLD_S = 10
-
-
-@dataclass
-class StorageContext:
-    """Where a trainable run by kubetune lives: the run folder (local path or S3
-    URI) and a local working folder that becomes its `logdir`."""
-
-    trial_fs_path: str
-    trial_working_directory: str
-    endpoint_url: str | None = None
 
 
 class Trainable:
@@ -249,27 +243,8 @@ class Trainable:
         user code (not by kubetune's loop, which commits the folder itself), it
         also writes the manifest a committed checkpoint carries, last, so that
         restore(path) continues the counters."""
-        if checkpoint_dir:
-            os.makedirs(checkpoint_dir, exist_ok=True)
-            target = checkpoint_dir
-        else:
-            target = tempfile.mkdtemp(prefix="kubetune-checkpoint-")
-        manifest = os.path.join(target, contract.CHECKPOINT_MANIFEST)
-        if not self._in_run:
-            # Saving again into a folder: the old manifest must not vouch for
-            # what save_checkpoint() is about to change.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(manifest)
-        returned = self.save_checkpoint(target)
-        if isinstance(returned, dict):
-            with open(os.path.join(target, DICT_CHECKPOINT_FILE), "wb") as f:
-                cloudpickle.dump(returned, f)
-        elif isinstance(returned, str) and os.path.normpath(returned) != os.path.normpath(target):
-            raise ValueError(
-                "The returned checkpoint path from save_checkpoint must be None or the same as "
-                f"the provided path argument: got {returned!r}, expected {target!r}; write "
-                "into checkpoint_dir and return None"
-            )
+        target = prepare_folder(checkpoint_dir, in_run=self._in_run)
+        store_returned(target, self.save_checkpoint(target))
         metrics = dict(self._last_result) if self._last_result else {}
         if not self._in_run:
             self._write_manifest(target)
@@ -278,48 +253,19 @@ class Trainable:
     def _write_manifest(self, folder: str) -> None:
         """What the loop's commit writes with a checkpoint (the same manifest, the
         same metrics), so `restore(path)` of a folder saved by user code
-        continues the counters, and `kubetune.run(restore_from=path)` accepts it.
-        Written last and atomically: a folder without it is a plain folder."""
-        from kubetune.storage.checkpoints import build_manifest
-
-        manifest = os.path.join(folder, contract.CHECKPOINT_MANIFEST)
-        if os.path.exists(manifest):
-            raise ValueError(
-                f"save_checkpoint() wrote a file named {contract.CHECKPOINT_MANIFEST}, a name "
-                "kubetune reserves: rename that file"
-            )
-        files = []
-        for dirpath, _dirs, names in os.walk(folder):
-            for name in names:
-                path = os.path.join(dirpath, name)
-                if os.path.isfile(path):
-                    rel = os.path.relpath(path, folder).replace(os.sep, "/")
-                    files.append((rel, os.path.getsize(path)))
-        doc = build_manifest(self._iteration, files, self._counter_metrics(), time.time())
-        fd, tmp = tempfile.mkstemp(prefix=".kubetune-tmp-", dir=folder)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f, sort_keys=True, default=str)
-            os.replace(tmp, manifest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        continues the counters, and `kubetune.run(restore_from=path)` accepts it."""
+        write_manifest(folder, self._iteration, self._counter_metrics())
 
     def _counter_metrics(self) -> dict[str, Any]:
         """The last result, with the counters restore() reads filled in from this
         object's own state (a result may lack them: none yet, or restored since)."""
-        metrics = dict(self._last_result) if self._last_result else {}
-        if metrics.get(TRAINING_ITERATION) != self._iteration:
-            # The last result is older than the counters (restored since): use them.
-            metrics = {}
-        metrics[TRAINING_ITERATION] = self._iteration
-        metrics.setdefault("time_total_s", self._time_total)
-        if self._timesteps_total is not None:
-            metrics.setdefault(TIMESTEPS_TOTAL, self._timesteps_total)
-        if self._episodes_total is not None:
-            metrics.setdefault(EPISODES_TOTAL, self._episodes_total)
-        return metrics
+        return counter_metrics(
+            self._last_result,
+            self._iteration,
+            self._time_total,
+            self._timesteps_total,
+            self._episodes_total,
+        )
 
     def restore(
         self, checkpoint_path: str | os.PathLike[str] | Checkpoint | TrainingResult
@@ -327,18 +273,7 @@ class Trainable:
         """Load a checkpoint. Counters come from the result's metrics; for a bare path
         or Checkpoint, from its kubetune manifest when it has one (else they restart
         at 0, as in Ray 2.60)."""
-        if isinstance(checkpoint_path, TrainingResult):
-            checkpoint, metrics = checkpoint_path.checkpoint, checkpoint_path.metrics
-        elif isinstance(checkpoint_path, Checkpoint):
-            checkpoint, metrics = checkpoint_path, _manifest_metrics(checkpoint_path)
-        elif isinstance(checkpoint_path, str | os.PathLike):
-            checkpoint = Checkpoint(checkpoint_path)
-            metrics = _manifest_metrics(checkpoint)
-        else:
-            raise TypeError(
-                f"restore() takes a path, a Checkpoint or the result of save(), "
-                f"not {describe(checkpoint_path)}"
-            )
+        checkpoint, metrics = restore_target(checkpoint_path)
         if checkpoint is None:
             raise ValueError("restore() got a result without a checkpoint: nothing to load")
         self._iteration = metrics.get(TRAINING_ITERATION, 0)
@@ -358,13 +293,7 @@ class Trainable:
         logger.info("Restored on %s from checkpoint: %s", self._node_ip, checkpoint)
 
     def _load(self, checkpoint: Checkpoint) -> None:
-        with checkpoint.as_directory() as folder:
-            pickled = os.path.join(folder, DICT_CHECKPOINT_FILE)
-            if os.path.exists(pickled):
-                with open(pickled, "rb") as f:
-                    self.load_checkpoint(cloudpickle.load(f))
-            else:
-                self.load_checkpoint(folder)
+        load_saved(checkpoint, self.load_checkpoint)
 
     def reset(self, new_config: dict[str, Any], storage: StorageContext | None = None) -> bool:
         """Reuse this object for another config: True when reset_config() said so."""
@@ -396,7 +325,6 @@ class Trainable:
         return self.config
 
     def get_state(self) -> dict[str, Any]:
-        from kubetune import __version__
 
         return {
             "iteration": self._iteration,
@@ -405,7 +333,7 @@ class Trainable:
             "episodes_total": self._episodes_total,
             "last_result": self._last_result,
             "ray_version": None,
-            "kubetune_version": __version__,
+            "kubetune_version": VERSION,
         }
 
     def get_current_ip_pid(self) -> tuple[str, int]:
@@ -467,63 +395,9 @@ class Trainable:
         return config.pop(TRIAL_INFO, None)
 
     def _make_logdir(self) -> str:
-        if self._storage is not None:
-            folder = self._storage.trial_working_directory
-            os.makedirs(folder, exist_ok=True)
-            os.environ.setdefault("TUNE_ORIG_WORKING_DIR", os.getcwd())
-            # Ray chdirs here by default; kubetune keeps the cwd so relative data paths
-            # behave as in a plain script, unless the user opts in.
-            if os.environ.get("KUBETUNE_CHDIR_TO_TRIAL_DIR") == "1":
-                os.chdir(folder)
-            return folder
-        # Ray uses ~/ray_results; a hyphenated name never shadows the package on sys.path.
-        base = os.path.join(tempfile.gettempdir(), "kubetune-logdirs")
-        os.makedirs(base, exist_ok=True)
-        return tempfile.mkdtemp(prefix=time.strftime("%Y-%m-%d_%H-%M-%S_"), dir=base)
+        return make_logdir(self._storage)
 
 
 def implements_save(cls: type[Trainable]) -> bool:
     """Whether a Trainable subclass overrides save_checkpoint (can checkpoint at all)."""
     return getattr(cls, "save_checkpoint", None) is not Trainable.save_checkpoint
-
-
-def _manifest_metrics(checkpoint: Checkpoint) -> dict[str, Any]:
-    """The metrics kubetune stored with a committed checkpoint, so that restoring by
-    path continues the iteration count; {} for a folder without a manifest."""
-    if checkpoint.is_local:
-        if not os.path.exists(os.path.join(checkpoint.path, contract.CHECKPOINT_MANIFEST)):
-            return {}
-    elif not is_remote(checkpoint.path):
-        return {}
-    from kubetune.storage.checkpoints import open_checkpoint
-
-    info = open_checkpoint(checkpoint.path, endpoint_url=checkpoint.endpoint_url)
-    return {**info.metrics, TRAINING_ITERATION: info.iteration}
-
-
-def with_parameters(trainable: Any, **kwargs: Any) -> Any:
-    """Ray's `tune.with_parameters`: pass large objects to setup(config, **kwargs) or
-    to the function as keyword arguments, outside the (logged) config."""
-    if isinstance(trainable, type) and issubclass(trainable, Trainable):
-        base: type[Trainable] = trainable
-        user_setup: Any = base.setup
-
-        class _WithParameters(base):  # type: ignore[valid-type,misc]
-            def setup(self, config: dict[str, Any]) -> None:
-                user_setup(self, config, **kwargs)
-
-        _WithParameters.__name__ = base.__name__
-        _WithParameters.__qualname__ = base.__qualname__
-        return _WithParameters
-    if callable(trainable):
-        import functools
-
-        @functools.wraps(trainable)
-        def _inner(config: dict[str, Any]) -> Any:
-            return trainable(config, **kwargs)
-
-        del _inner.__wrapped__  # its signature is (config), whatever the function takes
-        return _inner
-    raise TypeError(
-        f"with_parameters() takes a Trainable subclass or a function, not {describe(trainable)}"
-    )

@@ -3,7 +3,8 @@ runs against a local folder on a laptop and against S3 in a pod.
 
 Paths given to a backend are relative to its root (the run folder), always with
 forward slashes. Checkpoint semantics (manifest written last, listing only
-complete checkpoints, pruning) live in `kubetune.storage.checkpoints`, on top of this.
+complete checkpoints, pruning) live in `kubetune.storage.checkpoints` and
+`kubetune.storage.runfolder`, on top of this.
 """
 
 from __future__ import annotations

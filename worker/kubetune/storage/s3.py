@@ -2,8 +2,9 @@
 worker pod's checkpoints and results outlive the pod.
 
 Every failure leaves as a StorageError with one line naming the problem and the
-fix; waits are bounded by timeouts and a bounded retry count, so a wrong
-endpoint fails a job in seconds instead of hanging it.
+fix (kubetune.storage.s3_errors); waits are bounded by timeouts and a bounded
+retry count, so a wrong endpoint fails a job in seconds instead of hanging it.
+Composing an object from parts is kubetune.storage.s3_multipart.
 """
 
 from __future__ import annotations
@@ -11,24 +12,15 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import logging
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import boto3
-import botocore.exceptions as botocore_errors
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    NoCredentialsError,
-    PartialCredentialsError,
-)
-from s3transfer.exceptions import RetriesExceededError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from kubetune.storage.base import (
     OutagePolicy,
@@ -38,49 +30,17 @@ from kubetune.storage.base import (
     check_limit,
     read_piece,
 )
+from kubetune.storage.s3_errors import (
+    MISSING_BUCKET_CODES,
+    NO_CONDITIONAL_CODES,
+    error_code,
+    ride_out,
+    storage_error,
+    translated,
+)
+from kubetune.storage.s3_multipart import MAX_PARTS, MiB, Part, plan_parts, upload_parts
 
-log = logging.getLogger("kubetune.storage")
 T = TypeVar("T")
-
-MiB = 1024 * 1024
-GiB = 1024 * MiB
-# S3's multipart rules: every part but the last at least 5 MiB, a copied part at
-# most 5 GiB, at most 10,000 parts.
-MIN_PART = 5 * MiB
-MAX_COPY_PART = 5 * GiB
-MAX_PARTS = 10_000
-# Bytes gathered in memory for one uploaded part of a composed object.
-_DATA_PART = 64 * MiB
-
-# Error codes that mean "the server refused who we are", whatever the reason.
-_CREDENTIAL_CODES = frozenset(
-    {
-        "403",
-        "Forbidden",
-        "AccessDenied",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "InvalidToken",
-        "ExpiredToken",
-        "InvalidClientTokenId",
-        "AuthorizationHeaderMalformed",
-        "XAdminUserNotFound",  # versitygw: an access key it does not know
-    }
-)
-_MISSING_BUCKET_CODES = frozenset({"NoSuchBucket", "404", "NotFound"})
-# Answers that say "the server is there but cannot serve now": retried through an outage.
-_TRANSIENT_CODES = frozenset(
-    {
-        "InternalError",
-        "ServiceUnavailable",
-        "SlowDown",
-        "RequestTimeout",
-        "Throttling",
-        "ThrottlingException",
-    }
-)
-# Servers without conditional writes answer these to If-None-Match.
-_NO_CONDITIONAL_CODES = frozenset({"NotImplemented", "501", "InvalidArgument", "InvalidRequest"})
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -100,53 +60,6 @@ def effective_endpoint(
     (AWS_ENDPOINT_URL_S3 before AWS_ENDPOINT_URL, as boto3 reads them)."""
     env = os.environ if environ is None else environ
     return endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
-
-
-def storage_error(exc: Exception, *, bucket: str, endpoint: str, what: str = "") -> StorageError:
-    """Map a boto3/botocore failure to one line naming the problem and the fix.
-    Never includes credentials: only codes and our own words."""
-    where = f" ({what})" if what else ""
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        code = str(err.get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in _MISSING_BUCKET_CODES and (code == "NoSuchBucket" or not what):
-            return StorageError(
-                f"bucket '{bucket}' does not exist at {endpoint}: create it or fix storage.uri"
-            )
-        if code in _CREDENTIAL_CODES or status == 403:
-            return StorageError(
-                f"credentials refused by {endpoint} for bucket '{bucket}' ({code or status}): "
-                "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the secretRef"
-            )
-        message = str(err.get("Message", "")).splitlines()[0] if err.get("Message") else ""
-        transient = code in _TRANSIENT_CODES or (isinstance(status, int) and status >= 500)
-        if code in _NO_CONDITIONAL_CODES:
-            transient = False  # 501 NotImplemented: the server lacks the feature for good
-        return StorageError(
-            f"S3 request to {endpoint} for bucket '{bucket}'{where} failed: "
-            f"{code or status} {message}".rstrip(),
-            transient=transient,
-        )
-    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-        return StorageError(
-            f"no usable S3 credentials for {endpoint}: set AWS_ACCESS_KEY_ID/"
-            "AWS_SECRET_ACCESS_KEY or the job's storage.secretRef"
-        )
-    # Refused, unresolvable, timed out or cut off: all say "the endpoint is not
-    # answering", which the user fixes the same way.
-    if isinstance(
-        exc,
-        (botocore_errors.ConnectionError, botocore_errors.HTTPClientError, RetriesExceededError),
-    ):
-        return StorageError(
-            f"cannot reach S3 endpoint {endpoint} ({type(exc).__name__}): check "
-            "storage.endpointURL (or AWS_ENDPOINT_URL) and the network",
-            transient=True,
-        )
-    if isinstance(exc, BotoCoreError):
-        return StorageError(f"S3 error at {endpoint}{where}: {type(exc).__name__}: {exc}")
-    return StorageError(f"S3 transfer to {endpoint}{where} failed: {type(exc).__name__}: {exc}")
 
 
 def _rides_out(method: Callable[..., T]) -> Callable[..., T]:
@@ -241,57 +154,17 @@ class S3Storage(Storage):
         key = self._key(path)
         return f"{key}/" if key else ""
 
-    @contextlib.contextmanager
-    def _errors(self, what: str = "") -> Iterator[None]:
-        try:
-            yield
-        except StorageError:
-            raise
-        except (ClientError, BotoCoreError, RetriesExceededError) as exc:
-            raise storage_error(
-                exc, bucket=self.bucket, endpoint=self.endpoint, what=what
-            ) from None
+    def _errors(self, what: str = "") -> contextlib.AbstractContextManager[None]:
+        return translated(self.bucket, self.endpoint, what)
 
     def _ride_out(self, call: Callable[[], T], what: str) -> T:
-        """`call()`, retried with backoff while it fails transiently, for up to
-        the outage policy's time, if this endpoint has answered before. Every
-        operation wrapped this way is safe to repeat: whole-object writes,
-        reads, listings, deletes, a multipart upload started afresh."""
-        failing_since: float | None = None
-        attempt = 0
-        while True:
-            try:
-                value = call()
-            except StorageError as exc:
-                if not (exc.transient and self._answered):
-                    raise
-                now = time.monotonic()
-                failing_since = now if failing_since is None else failing_since
-                delay = self._outage.delay(attempt, now - failing_since)
-                if delay is None:
-                    raise StorageError(
-                        f"{exc} (still failing after {now - failing_since:.0f}s of retries)",
-                        transient=True,
-                    ) from None
-                if attempt == 0:
-                    log.warning(
-                        "S3 at %s is not answering (%s): retrying for up to %.0fs",
-                        self.endpoint,
-                        what,
-                        self._outage.outage_s,
-                    )
-                time.sleep(delay)
-                attempt += 1
-                continue
-            if failing_since is not None:
-                log.warning(
-                    "S3 at %s answers again after %.1fs (%s)",
-                    self.endpoint,
-                    time.monotonic() - failing_since,
-                    what,
-                )
-            self._answered = True
-            return value
+        """`call()`, retried through an outage of up to outage_s if this
+        endpoint has answered before (kubetune.storage.s3_errors.ride_out)."""
+        value = ride_out(
+            call, what, outage=self._outage, answered=lambda: self._answered, endpoint=self.endpoint
+        )
+        self._answered = True
+        return value
 
     def _iter_objects(self, path: str) -> Iterator[dict[str, Any]]:
         paginator = self._client.get_paginator("list_objects_v2")
@@ -306,7 +179,7 @@ class S3Storage(Storage):
         try:
             self._client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
-            if _code(exc) not in _MISSING_BUCKET_CODES:
+            if error_code(exc) not in MISSING_BUCKET_CODES:
                 raise storage_error(exc, bucket=self.bucket, endpoint=self.endpoint) from None
             # HEAD answers carry no body, and some servers (versitygw) answer an
             # unknown access key with a bare 404: a listing tells which it is.
@@ -326,9 +199,9 @@ class S3Storage(Storage):
             try:
                 resp = self._client.get_object(Bucket=self.bucket, Key=key, **ranged)
             except ClientError as exc:
-                if _code(exc) in ("NoSuchKey", "404"):
+                if error_code(exc) in ("NoSuchKey", "404"):
                     return None
-                if ranged and _code(exc) in ("InvalidRange", "416"):
+                if ranged and error_code(exc) in ("InvalidRange", "416"):
                     return b""  # an empty object has no byte 0 to range over
                 raise
             data = bytes(resp["Body"].read())
@@ -347,12 +220,12 @@ class S3Storage(Storage):
             self._client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*")
             return True
         except ClientError as exc:
-            code = _code(exc)
+            code = error_code(exc)
             if code in ("PreconditionFailed", "412"):
                 return False
             if code in ("ConditionalRequestConflict", "409"):
                 return False  # a concurrent conditional write to the same key is landing
-            if code not in _NO_CONDITIONAL_CODES:
+            if code not in NO_CONDITIONAL_CODES:
                 raise storage_error(
                     exc, bucket=self.bucket, endpoint=self.endpoint, what=f"write {key}"
                 ) from None
@@ -376,7 +249,7 @@ class S3Storage(Storage):
             try:
                 resp = self._client.head_object(Bucket=self.bucket, Key=key)
             except ClientError as exc:
-                if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                     return None
                 raise
             return int(resp["ContentLength"])
@@ -423,72 +296,17 @@ class S3Storage(Storage):
             return super().compose(path, pieces)
         return total
 
-    def _plan(self, pieces: Sequence[Piece]) -> list[tuple[str, Any, int]]:
-        """("copy", key, size) and ("data", bytes, size) parts obeying S3's
-        rules: a copied part follows nothing or at least 5 MiB of data."""
-        plan: list[tuple[str, Any, int]] = []
-        buf = bytearray()
-        for piece in pieces:
-            copyable = piece.path is not None and piece.size >= MIN_PART
-            if copyable and (not buf or len(buf) >= MIN_PART):
-                if buf:
-                    plan.append(("data", bytes(buf), len(buf)))
-                    buf = bytearray()
-                assert piece.path is not None
-                plan.extend(_copy_ranges(self._key(piece.path), piece.size))
-                continue
-            buf += read_piece(self, piece)
-            if len(buf) >= _DATA_PART:
-                plan.append(("data", bytes(buf), len(buf)))
-                buf = bytearray()
-        if buf or not plan:
-            plan.append(("data", bytes(buf), len(buf)))
-        return plan
+    def _plan(self, pieces: Sequence[Piece]) -> list[Part]:
+        """The parts of a composed object (kubetune.storage.s3_parts.plan_parts)."""
+        return plan_parts(pieces, self._key, lambda piece: read_piece(self, piece))
 
     @_rides_out
-    def _multipart(self, path: str, plan: list[tuple[str, Any, int]]) -> None:
+    def _multipart(self, path: str, plan: list[Part]) -> None:
         key = self._key(path)
         with self._errors(f"compose {key}"):
-            upload = self._client.create_multipart_upload(Bucket=self.bucket, Key=key)
-            upload_id = upload["UploadId"]
-            try:
-                parts = []
-                for number, (kind, src, _n) in enumerate(plan, start=1):
-                    if kind == "copy":
-                        src_key, first, last = src
-                        resp = self._client.upload_part_copy(
-                            Bucket=self.bucket,
-                            Key=key,
-                            UploadId=upload_id,
-                            PartNumber=number,
-                            CopySource={"Bucket": self.bucket, "Key": src_key},
-                            CopySourceRange=f"bytes={first}-{last}",
-                        )
-                        etag = resp["CopyPartResult"]["ETag"]
-                    else:
-                        resp = self._client.upload_part(
-                            Bucket=self.bucket,
-                            Key=key,
-                            UploadId=upload_id,
-                            PartNumber=number,
-                            Body=src,
-                        )
-                        etag = resp["ETag"]
-                    parts.append({"PartNumber": number, "ETag": etag})
-                self._client.complete_multipart_upload(
-                    Bucket=self.bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},
-                )
-            except BaseException:
-                with contextlib.suppress(ClientError, BotoCoreError):
-                    self._client.abort_multipart_upload(
-                        Bucket=self.bucket, Key=key, UploadId=upload_id
-                    )
-                raise
+            upload_parts(self._client, self.bucket, key, plan)
 
-    def _compose_in_stages(self, path: str, plan: list[tuple[str, Any, int]]) -> int:
+    def _compose_in_stages(self, path: str, plan: list[Part]) -> int:
         """More than 10,000 parts: compose groups into temporary objects (each
         well over 5 MiB), then those into the target, all copied on the server."""
         staged: list[Piece] = []
@@ -520,7 +338,7 @@ class S3Storage(Storage):
             try:
                 self._client.head_object(Bucket=self.bucket, Key=key)
             except ClientError as exc:
-                if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                     return False
                 raise
             return True
@@ -582,19 +400,3 @@ class S3Storage(Storage):
 
     def _manager(self) -> Any:
         return create_transfer_manager(self._client, self._transfer_config)
-
-
-def _copy_ranges(key: str, size: int) -> list[tuple[str, Any, int]]:
-    """A stored object as copied parts of at most 5 GiB each, split evenly so
-    that none falls under 5 MiB."""
-    count = max(1, -(-size // MAX_COPY_PART))
-    step = -(-size // count)
-    out: list[tuple[str, Any, int]] = []
-    for first in range(0, size, step):
-        last = min(size, first + step) - 1
-        out.append(("copy", (key, first, last), last - first + 1))
-    return out
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))

@@ -13,8 +13,8 @@ import pytest
 
 from kubetune_operator import kube, storageio
 from kubetune_operator.cache import ClusterCache
-from kubetune_operator.sweep_controller import SweepController
-from kubetune_operator.sweep_plan import ANN_BEST, ANN_DECISIONS, ANN_PAUSED, ANN_STOPPED
+from kubetune_operator.sweeps.controller import SweepController
+from kubetune_operator.sweeps.plan import ANN_BEST, ANN_DECISIONS, ANN_PAUSED, ANN_STOPPED
 
 KEY = ("ns", "s")
 
@@ -228,7 +228,10 @@ def test_too_many_failed_trials_stop_the_others_and_fail_the_sweep(world: Any):
         (
             "patch",
             "s-t0001",
-            {"metadata": {"annotations": {ANN_STOPPED: "the sweep failed"}}, "spec": {"suspend": True}},
+            {
+                "metadata": {"annotations": {ANN_STOPPED: "the sweep failed"}},
+                "spec": {"suspend": True},
+            },
         )
     ]
     assert ("create", "s-t0002") not in w.kube.calls
