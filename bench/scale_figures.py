@@ -3,7 +3,7 @@ mix and manifests, Prometheus text parsing, percentiles, and the latency
 figures computed from the watcher's and the load generator's records.
 
 No clock, no network, no files: everything comes in as arguments, so the unit
-tests (tests/unit/test_bench_scale.py) pin each rule.
+tests (tests/unit/bench/test_bench_scale.py) pin each rule.
 """
 
 from __future__ import annotations

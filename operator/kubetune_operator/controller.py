@@ -194,7 +194,7 @@ class Controller:
             self._last_progress_write.pop(key, None)  # not reporting now
         look = self._next_look(job, decision, current)
         if self.settings.kueue and (workload is not None or gate is not None):
-            again = self.workloads.sync(job, workload, pods, decision)
+            again = self.workloads.sync(job, workload, pods, decision.status)
             if again is not None:
                 look = again if look is None else min(look, again)
         return look

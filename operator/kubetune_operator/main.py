@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.kueue:
-        from kubetune_operator import kube
+        from kubetune_operator import kube, kueue
 
-        if not kube.kueue_served():
+        if not kube.serves(kueue.GROUP, kueue.VERSION):
             print(
                 "error: --kueue is set but the API server does not serve Kueue's Workload API "
                 "(kueue.x-k8s.io/v1beta2): install Kueue (>= v0.15) first, or drop --kueue",

@@ -5,7 +5,7 @@ the job's next status and the few actions that make the world match it
 (create the worker pod, delete pods, post events). It is pure: the handler
 does the reading before and the writing after, and writes status once.
 
-Invariants (each test-covered in tests/unit/test_statemachine.py):
+Invariants (each test-covered in tests/unit/operator/test_statemachine.py):
 - at most one worker pod per job exists at a time: a new attempt's pod is only
   created once every older pod of the job is gone;
 - a pod's name is recorded in status (`workerPod`) before the pod is created;
@@ -15,6 +15,9 @@ Invariants (each test-covered in tests/unit/test_statemachine.py):
 - a job queued through Kueue runs a worker pod only while its Workload is
   admitted; an eviction stops the worker the lossless way and counts one
   preemption.
+
+One file on purpose: the invariants above are checked against one function
+and the helpers it alone calls, so they read top to bottom in one place.
 """
 
 from __future__ import annotations

@@ -106,7 +106,9 @@ def evidence() -> Iterator[EvidenceKeeper]:
     yield from keep_evidence(Layout.discover().state)
 
 
-# The operator's fixtures (CRD, operator process, S3 bucket, per-test namespace with credentials).
+# The chart's fixtures (a `kubetune-helm-*` namespace, a release of the chart installed in it)
+# and the operator's (CRD, operator process, S3 bucket, per-test namespace with credentials).
+from chart_fixtures import chart_release, helm_ns  # noqa: E402, F401
 from operator_fixtures import crd_installed, job_ns, operator, s3  # noqa: E402, F401
 
 

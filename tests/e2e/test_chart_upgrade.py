@@ -3,9 +3,7 @@
 git history is needed), a job running, `helm upgrade` to the chart here while
 it runs, the documented CRD step applying the new CRDs, `helm test`'s smoke
 job, and `helm uninstall` keeping the CRDs, the jobs and their data in S3.
-
-The namespace is a `kubetune-helm-*` one, which the test operator process of
-the other end-to-end tests skips: the installed operator has its jobs to itself.
+The release and its namespace are chart_fixtures' `chart_release`.
 """
 
 from __future__ import annotations
@@ -19,21 +17,14 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_fixtures import BUCKET, HELM_NAMESPACE_PREFIX, SECRET, cluster_env, report_figure
-from test_chart_install import (  # noqa: F401  (helm_ns is a fixture)
-    free_port,
-    healthz,
-    helm,
-    helm_ns,
-    operator_pods,
-)
+from chart_fixtures import CHART, ChartRelease, helm, operator_pods
+from operator_fixtures import BUCKET, SECRET, cluster_env, report_figure
 
 from localcluster.testing import Cluster, wait_for
 
 pytestmark = pytest.mark.e2e
 
 PREVIOUS = Path(__file__).parent / "fixtures" / "kubetune-0.1.0.tgz"
-CHART = "charts/kubetune"
 JOB = "through-upgrade"
 ITERATIONS = 120
 
@@ -85,12 +76,9 @@ def scrape_jobs_gauge(port: int, ns: str) -> dict[str, float]:
 
 
 def test_helm_upgrade_from_the_previous_chart_with_a_job_running(
-    cluster: Cluster,
-    helm_ns: str,  # noqa: F811  (the fixture imported above)
-    s3: Any,
+    cluster: Cluster, chart_release: ChartRelease, s3: Any
 ) -> None:
-    ns = helm_ns
-    release = f"kubetune-{ns.removeprefix(HELM_NAMESPACE_PREFIX)}"
+    ns, release = chart_release.namespace, chart_release.name
     assert chart_version(cluster, str(PREVIOUS)) == "0.1.0"
     assert chart_version(cluster, CHART) != "0.1.0"
     # A cluster that ran 0.1.0 has 0.1.0's CRDs (Helm installs crds/ only when missing).
@@ -99,18 +87,8 @@ def test_helm_upgrade_from_the_previous_chart_with_a_job_running(
     assert printer_columns(cluster) == chart_printer_columns(cluster, str(PREVIOUS))
     assert printer_columns(cluster) != new_columns, "the CRD did not change since 0.1.0"
 
-    # Pods share the host's network: free ports keep clear of anything listening.
-    health_port, progress_port, metrics_port = free_port(), free_port(), free_port()
-    values = [
-        "--set-json",
-        f"watchNamespaces={json.dumps([ns])}",
-        "--set",
-        f"livenessProbe.port={health_port},progress.port={progress_port},"
-        f"metrics.port={metrics_port},"
-        f"progress.url=http://127.0.0.1:{progress_port}/v1alpha1/progress",
-    ]
-    helm(cluster, "install", release, str(PREVIOUS), "-n", ns, *values, "--wait", "--timeout=120s")
-    installed = True
+    metrics_port = chart_release.metrics_port
+    chart_release.install(str(PREVIOUS), "--wait", "--timeout=120s")
     try:
         deploy = f"deployment/{release}"
         cluster.kubectl(
@@ -222,8 +200,7 @@ def test_helm_upgrade_from_the_previous_chart_with_a_job_running(
 
         # Uninstall: the operator goes; the CRDs, the job and its data stay.
         keys = run_keys(s3, f"{run_prefix}/")
-        helm(cluster, "uninstall", release, "-n", ns, "--wait", "--timeout=120s")
-        installed = False
+        chart_release.uninstall("--wait", "--timeout=120s")
         wait_for(
             "the operator pod to go after helm uninstall",
             lambda: not operator_pods(cluster, ns, release),
@@ -235,9 +212,8 @@ def test_helm_upgrade_from_the_previous_chart_with_a_job_running(
         assert run_keys(s3, f"{run_prefix}/") == keys
         assert cluster.kubectl("-n", ns, "get", "secret", SECRET, check=False).returncode == 0
     finally:
-        if installed:
-            helm(cluster, "uninstall", release, "-n", ns, check=False)
-        # Leave the repo's CRDs in place for the tests after this one.
+        # Leave the repo's CRDs in place for the tests after this one (the release,
+        # if still installed, is uninstalled by chart_release: Helm keeps CRDs).
         cluster.kubectl(
             "apply", "--server-side", "--force-conflicts", "-f", str(cluster.repo / "crds")
         )

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 import yaml
+from chart_fixtures import CRD, JOB, ChartRelease, job_manifest
 from kubernetes.client.rest import ApiException
 from operator_fixtures import (
-    HELM_NAMESPACE_PREFIX,
     SECRET,
     apply,
     condition,
@@ -29,15 +29,6 @@ from operator_fixtures import (
     wait_condition,
 )
 from operator_fixtures import job_manifest as job_manifest_for
-from test_chart_install import (  # noqa: F401  (helm_ns is a fixture)
-    CHART,
-    CRD,
-    JOB,
-    free_port,
-    helm,
-    helm_ns,
-    job_manifest,
-)
 
 from kubetune_operator.model import JobView
 from kubetune_operator.podspec import PodSettings, build_worker_pod
@@ -107,72 +98,52 @@ def test_restricted_admission_refuses_a_bare_pod_and_admits_worker_pods(
 
 
 def test_chart_installs_and_runs_a_job_in_a_restricted_namespace(
-    cluster: Cluster,
-    helm_ns: str,  # noqa: F811  (the fixture imported above)
-    s3: Any,
+    cluster: Cluster, chart_release: ChartRelease, s3: Any
 ) -> None:
-    ns = helm_ns
+    ns, release = chart_release.namespace, chart_release.name
     enforce_restricted(cluster, ns)
-    release = f"kubetune-{ns.removeprefix(HELM_NAMESPACE_PREFIX)}"
-    progress_port = free_port()
-    helm(
-        cluster,
-        "install",
-        release,
-        CHART,
-        "-n",
-        ns,
-        "--set-json",
-        f"watchNamespaces={json.dumps([ns])}",
-        "--set",
-        f"livenessProbe.port={free_port()},progress.port={progress_port},"
-        f"metrics.port={free_port()},"
-        f"progress.url=http://127.0.0.1:{progress_port}/v1alpha1/progress",
-    )
-    try:
-        cluster.kubectl("wait", "--for=condition=Established", CRD, "--timeout=60s")
-        deploy = f"deployment/{release}"
-        ready = cluster.kubectl(
-            "-n", ns, "wait", "--for=condition=Available", deploy, "--timeout=120s",
-            check=False, timeout=150,
-        )  # fmt: skip
-        if ready.returncode != 0:
-            # A refused pod shows only as the ReplicaSet's FailedCreate event.
-            events = cluster.kubectl("-n", ns, "get", "events", "-o", "wide", check=False)
-            pytest.fail(f"the operator is not Available in {ns}:\n{events.stdout[-3000:]}")
+    chart_release.install()
+    cluster.kubectl("wait", "--for=condition=Established", CRD, "--timeout=60s")
+    deploy = f"deployment/{release}"
+    ready = cluster.kubectl(
+        "-n", ns, "wait", "--for=condition=Available", deploy, "--timeout=120s",
+        check=False, timeout=150,
+    )  # fmt: skip
+    if ready.returncode != 0:
+        # A refused pod shows only as the ReplicaSet's FailedCreate event.
+        events = cluster.kubectl("-n", ns, "get", "events", "-o", "wide", check=False)
+        pytest.fail(f"the operator is not Available in {ns}:\n{events.stdout[-3000:]}")
 
-        cluster.kubectl(
-            "-n", ns, "create", "secret", "generic", SECRET,
-            f"--from-literal=AWS_ACCESS_KEY_ID={cluster.s3_env['AWS_ACCESS_KEY_ID']}",
-            f"--from-literal=AWS_SECRET_ACCESS_KEY={cluster.s3_env['AWS_SECRET_ACCESS_KEY']}",
-        )  # fmt: skip
-        cluster.apply(yaml.safe_dump(job_manifest(f"pss-{ns}")), ns)
-        done = cluster.kubectl(
-            "-n", ns, "wait", "--for=condition=Complete", f"tj/{JOB}", "--timeout=180s",
-            check=False, timeout=200,
-        )  # fmt: skip
-        job = json.loads(cluster.kubectl("-n", ns, "get", "tj", JOB, "-o", "json").stdout)
-        if done.returncode != 0:
-            op_log = cluster.kubectl("-n", ns, "logs", deploy, check=False).stdout
-            pytest.fail(
-                f"job did not complete in a restricted namespace: {done.stderr.strip()}\n"
-                f"status: {json.dumps(job.get('status'), indent=1)}\n"
-                f"operator log:\n{op_log[-3000:]}"
-            )
+    cluster.kubectl(
+        "-n", ns, "create", "secret", "generic", SECRET,
+        f"--from-literal=AWS_ACCESS_KEY_ID={cluster.s3_env['AWS_ACCESS_KEY_ID']}",
+        f"--from-literal=AWS_SECRET_ACCESS_KEY={cluster.s3_env['AWS_SECRET_ACCESS_KEY']}",
+    )  # fmt: skip
+    cluster.apply(yaml.safe_dump(job_manifest(f"pss-{ns}")), ns)
+    done = cluster.kubectl(
+        "-n", ns, "wait", "--for=condition=Complete", f"tj/{JOB}", "--timeout=180s",
+        check=False, timeout=200,
+    )  # fmt: skip
+    job = json.loads(cluster.kubectl("-n", ns, "get", "tj", JOB, "-o", "json").stdout)
+    if done.returncode != 0:
+        op_log = cluster.kubectl("-n", ns, "logs", deploy, check=False).stdout
+        pytest.fail(
+            f"job did not complete in a restricted namespace: {done.stderr.strip()}\n"
+            f"status: {json.dumps(job.get('status'), indent=1)}\n"
+            f"operator log:\n{op_log[-3000:]}"
+        )
 
-        # What admission let through is what the pods carry.
-        worker = cluster.core.read_namespaced_pod(job["status"]["workerPod"], ns)
-        assert worker.spec.security_context.run_as_non_root is True
-        assert worker.spec.security_context.seccomp_profile.type == "RuntimeDefault"
-        [ctr] = worker.spec.containers
-        assert ctr.security_context.allow_privilege_escalation is False
-        assert ctr.security_context.capabilities.drop == ["ALL"]
-        selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"
-        [op] = cluster.core.list_namespaced_pod(ns, label_selector=selector).items
-        assert op.spec.security_context.run_as_non_root is True
-        assert op.spec.containers[0].security_context.capabilities.drop == ["ALL"]
-    finally:
-        helm(cluster, "uninstall", release, "-n", ns, "--wait", "--timeout=120s", check=False)
+    # What admission let through is what the pods carry.
+    worker = cluster.core.read_namespaced_pod(job["status"]["workerPod"], ns)
+    assert worker.spec.security_context.run_as_non_root is True
+    assert worker.spec.security_context.seccomp_profile.type == "RuntimeDefault"
+    [ctr] = worker.spec.containers
+    assert ctr.security_context.allow_privilege_escalation is False
+    assert ctr.security_context.capabilities.drop == ["ALL"]
+    selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"
+    [op] = cluster.core.list_namespaced_pod(ns, label_selector=selector).items
+    assert op.spec.security_context.run_as_non_root is True
+    assert op.spec.containers[0].security_context.capabilities.drop == ["ALL"]
 
 
 def test_a_job_whose_pod_pod_security_refuses_fails_with_its_reason(

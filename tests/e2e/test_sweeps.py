@@ -230,7 +230,7 @@ def test_suspended_sweep_resumes_to_the_same_best(
 def test_operator_killed_three_times_during_an_asha_sweep(
     job_ns: str, cluster: Cluster, s3: Any, operator: OperatorProcess
 ) -> None:
-    from kubetune_operator.sweeps.asha import Asha
+    from kubetune_operator.sweeps.algorithms.asha import Asha
 
     manifest = sweep_manifest("killed", paramSpace={"quality": {"uniform": [0, 1]}, "sleep": 0.2})
     kubectl("-n", job_ns, "apply", "-f", "-", input=yaml.safe_dump(manifest))

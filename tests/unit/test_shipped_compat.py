@@ -19,13 +19,22 @@ import pytest
 import kubetune
 import kubetune_contract as contract
 from kubetune import worker
-from kubetune.runtime import shipping
-from kubetune.runtime.shipping import OLD_MODULES, code_key, code_uri, digest, load_shipped
+from kubetune.runtime import old_payloads, shipping
+from kubetune.runtime.shipping import (
+    OLD_MODULES,
+    OLD_SPLITS,
+    code_key,
+    code_uri,
+    digest,
+    load_shipped,
+)
 from kubetune.sdk.errors import InvalidTrainable
 from kubetune.sdk.trainable import Trainable
 from kubetune.storage import open_storage
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "shipped_0_1_0"
+# tests/fixtures/shipped_0_1_0, wherever under tests/ this file is.
+TESTS = next(folder for folder in Path(__file__).resolve().parents if folder.name == "tests")
+FIXTURES = TESTS / "fixtures" / "shipped_0_1_0"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
 THIS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 # Pickled code objects load only on the Python that made them (load_shipped checks it).
@@ -220,12 +229,14 @@ def test_an_old_module_without_a_home_is_refused(monkeypatch):
 def test_an_old_module_is_a_view_not_an_import():
     """subimport("kubetune.errors") gives the payload a view whose names come from
     their homes now; sys.modules does not learn the old name."""
-    data = cloudpickle.dumps([SubImport("kubetune.errors"), SubImport("kubetune.function")])
-    errors, function = shipping._unpickle(data, digest(data))
+    modules = ["kubetune.errors", "kubetune.function", "kubetune.progress"]
+    data = cloudpickle.dumps([SubImport(name) for name in modules])
+    errors, function, progress = shipping._unpickle(data, digest(data))
     assert errors.__name__ == "kubetune.errors"
     assert errors.RunFailed is kubetune.RunFailed
     assert errors.InvalidTrainable is InvalidTrainable
     assert function.report is kubetune.report
+    assert progress.RUNNING == contract.RUNNING  # kubetune.progress went two ways
     with pytest.raises(AttributeError) as missing:
         errors.no_such_name  # noqa: B018
     assert_clear_refusal(str(missing.value), "kubetune.errors.no_such_name")
@@ -249,7 +260,7 @@ def test_every_0_1_0_module_has_a_home_and_every_public_name_resolves():
     be in OLD_MODULES; each public name of those must resolve (or be in GONE and
     get the refusal). A move that forgets the table fails here."""
     defined: dict[str, list[str]] = json.loads((FIXTURES / "old_names.json").read_text())
-    unpickler = shipping._Unpickler(b"", SHA)
+    unpickler = old_payloads.Unpickler(b"", SHA)
     for module in defined:
         if module not in OLD_MODULES:
             importlib.import_module(module)  # still where 0.1.0 had it
@@ -272,4 +283,5 @@ def test_every_0_1_0_module_has_a_home_and_every_public_name_resolves():
     assert wrong == []
     for module, home in OLD_MODULES.items():
         assert module in defined, module
-        importlib.import_module(home)
+        for where in (home, *OLD_SPLITS.get(module, ())):
+            importlib.import_module(where)

@@ -30,11 +30,14 @@ from kubetune_operator.kueue.gate import (
 )
 from kubetune_operator.model import Cond, JobView, Phase, PodView, is_terminal
 from kubetune_operator.podspec import PodSettings, build_worker_pod
-from kubetune_operator.statemachine import Decision
 from kubetune_operator.workqueue import WriteBudget
 
 log = logging.getLogger("kubetune_operator")
 
+# Where the API serves Kueue's objects (group, version, plural).
+WORKLOADS = (kueue.GROUP, kueue.VERSION, kueue.WORKLOADS)
+FLAVORS = (kueue.GROUP, kueue.VERSION, kueue.RESOURCE_FLAVORS)
+PRIORITY_CLASSES = (kueue.GROUP, kueue.VERSION, kueue.PRIORITY_CLASSES)
 # An unknown priority class is looked up again this often.
 PROBLEM_RETRY_S = 30.0
 
@@ -71,7 +74,7 @@ class WorkloadSync:
         flavors = [
             found
             for name in sorted(set(wl.flavors.values()))
-            if (found := kube.get_cluster_object(kueue.RESOURCE_FLAVORS, name)) is not None
+            if (found := kube.get_cluster_object(name, *FLAVORS)) is not None
         ]
         pod = apply_flavors(pod, flavors, wl.pod_set_updates)
         pod["metadata"].setdefault("annotations", {})[WORKLOAD_ANNOTATION] = wl.name
@@ -82,11 +85,11 @@ class WorkloadSync:
         job: JobView,
         workload: dict[str, Any] | None,
         pods: list[PodView],
-        decision: Decision,
+        st: dict[str, Any],
     ) -> float | None:
-        """Make the job's Workload say what the job did (after the job's own
-        status is written); the seconds after which to look again, if any."""
-        st = decision.status
+        """Make the job's Workload say what the job did (`st`: the status the
+        state machine decided, written first); the seconds after which to look
+        again, if any."""
         terminal = None
         if is_terminal(st.get("phase")):
             finished: dict[str, Any] = next(
@@ -111,19 +114,21 @@ class WorkloadSync:
             assert workload is not None and view is not None
             if plan.delete:
                 log.info("[%s/%s] deleting Workload %s (its spec changed)", ns, job.name, view.name)
-                kube.delete_workload(ns, view.name, view.uid)
+                kube.delete_object(ns, view.name, view.uid, *WORKLOADS)
             if plan.set_active is not None:
-                self.cache.put_workload(kube.set_workload_active(workload, plan.set_active))
+                self.cache.put_workload(
+                    kube.patch_object(workload, {"spec": {"active": plan.set_active}}, *WORKLOADS)
+                )
             if plan.clear_eviction:
                 if kube.job_has_pods(ns, job.uid):
                     return 1.0  # the cache is behind: quota goes back only after the pod
                 status = cleared_status(workload, now)
-                self.cache.put_workload(kube.replace_workload_status(workload, status))
+                self.cache.put_workload(kube.replace_status(workload, status, *WORKLOADS))
                 log.info("[%s/%s] worker gone: quota of %s given back", ns, job.name, view.name)
             if plan.finish is not None:
                 succeeded, message = plan.finish
                 status = finished_status(workload, succeeded, message, now)
-                self.cache.put_workload(kube.replace_workload_status(workload, status))
+                self.cache.put_workload(kube.replace_status(workload, status, *WORKLOADS))
         except kube.Conflict as exc:
             log.info("[%s/%s] Workload not written, deciding again: %s", ns, job.name, exc)
             return 0.5  # the watch brings the new Workload
@@ -136,7 +141,7 @@ class WorkloadSync:
         priority = None
         name = priority_class(job)
         if name:
-            found = kube.get_cluster_object(kueue.PRIORITY_CLASSES, name)
+            found = kube.get_cluster_object(name, *PRIORITY_CLASSES)
             if found is None:
                 return self._problem(
                     job,
@@ -145,7 +150,7 @@ class WorkloadSync:
                 )
             priority = int(found.get("value") or 0)
         try:
-            kube.create_workload(self._desired(job, priority))
+            kube.create_object(self._desired(job, priority), *WORKLOADS)
         except kube.Rejected as exc:
             return self._problem(job, f"the Workload was refused: {exc}")
         with self._lock:

@@ -1,5 +1,7 @@
 """What a TrainableSweep should look like, decided from the sweep and its trials
-alone (pure): which trials to create, suspend or resume, the sweep's status.
+alone (pure): the trials as the sweep sees them and the trial it builds,
+whether its shipped code may be used, each trial's best result, the sweep's
+status and its trial table. controller.py does the I/O.
 
 Trials are child TrainableJobs named `<sweep>-t<4-digit index>` (PBT
 generations `-g<n>`), labelled with the sweep and their index, owned by the

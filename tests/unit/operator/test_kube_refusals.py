@@ -126,12 +126,13 @@ def objects(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 TRIAL = {"metadata": {"name": "s-t0000", "namespace": "team"}, "spec": {}}
 WORKLOAD = {"metadata": {"name": "trainablejob-j-01234567", "namespace": "team"}, "spec": {}}
+WORKLOADS = ("kueue.x-k8s.io", "v1beta2", "workloads")
 
 
 def test_a_trial_or_workload_that_exists_is_success(objects: Any) -> None:
     objects.answer = refusal(409, 'trainablejobs "s-t0000" already exists')
     assert kube.create_job(TRIAL) is None
-    kube.create_workload(WORKLOAD)
+    assert kube.create_object(WORKLOAD, *WORKLOADS) is None
     assert [c[0] for c in objects.calls] == ["create_namespaced_custom_object"] * 2
     assert objects.calls[1][1][:4] == ("kueue.x-k8s.io", "v1beta2", "team", "workloads")
 
@@ -141,7 +142,7 @@ def test_an_invalid_trial_or_workload_is_refused(objects: Any) -> None:
     with pytest.raises(kube.Rejected) as trial:
         kube.create_job(TRIAL)
     with pytest.raises(kube.Rejected) as workload:
-        kube.create_workload(WORKLOAD)
+        kube.create_object(WORKLOAD, *WORKLOADS)
     assert str(trial.value) == str(workload.value) == "spec.storage.uri: Invalid value"
     objects.answer = refusal(500, "etcd is away")
     with pytest.raises(ApiException):
@@ -162,21 +163,43 @@ def test_a_created_trial_and_a_patched_one_come_back_with_the_connection_release
 
 
 def test_a_changed_workload_is_a_conflict(objects: Any) -> None:
-    body = {"metadata": {"name": "w", "namespace": "team", "resourceVersion": "7"}}
+    body = {
+        "kind": "Workload",
+        "metadata": {"name": "w", "namespace": "team", "resourceVersion": "7"},
+    }
     objects.answer = refusal(409, "the object has been modified")
-    with pytest.raises(kube.Conflict):
-        kube.set_workload_active(body, False)
+    with pytest.raises(kube.Conflict, match=r"^Workload w changed"):
+        kube.patch_object(body, {"spec": {"active": False}}, *WORKLOADS)
     objects.answer = {**body, "spec": {"active": False}}
-    assert kube.set_workload_active(body, False) == objects.answer
-    patch = objects.calls[-1][1][5]
-    assert patch == {"metadata": {"resourceVersion": "7"}, "spec": {"active": False}}
+    assert kube.patch_object(body, {"spec": {"active": False}}, *WORKLOADS) == objects.answer
+    method, args, _ = objects.calls[-1]
+    assert method == "patch_namespaced_custom_object"
+    assert args == (
+        *WORKLOADS[:2], "team", "workloads", "w",
+        {"metadata": {"resourceVersion": "7"}, "spec": {"active": False}},
+    )  # fmt: skip
+
+
+def test_only_the_workload_read_is_deleted(objects: Any) -> None:
+    kube.delete_object("team", "w", "uid-1", *WORKLOADS)
+    method, args, kwargs = objects.calls[-1]
+    assert (method, args) == (
+        "delete_namespaced_custom_object",
+        (*WORKLOADS[:2], "team", "workloads", "w"),
+    )
+    assert kwargs["body"] == {"preconditions": {"uid": "uid-1"}}
+    objects.answer = refusal(409, "precondition failed: uid")
+    kube.delete_object("team", "w", "uid-1", *WORKLOADS)  # a newer one of that name: not ours
+    objects.answer = refusal(500, "etcd is away")
+    with pytest.raises(ApiException):
+        kube.delete_object("team", "w", "uid-1", *WORKLOADS)
 
 
 def test_reads_of_what_is_not_there_are_none(objects: Any) -> None:
     objects.answer = refusal(404, "not found")
     assert kube.get_job("team", "j") is None
     assert kube.read_secret("team", "creds") is None
-    assert kube.get_cluster_object("resourceflavors", "gpu") is None
+    assert kube.get_cluster_object("gpu", "kueue.x-k8s.io", "v1beta2", "resourceflavors") is None
     objects.answer = refusal(403, "forbidden")
     with pytest.raises(ApiException):
         kube.get_job("team", "j")

@@ -12,6 +12,7 @@ from typing import NoReturn
 import kubetune_contract as contract
 from kubetune.cli import jobs as cli_jobs
 from kubetune.cli.args import parse_config
+from kubetune.cli.jobs_parser import add_commands
 from kubetune.runtime.api import DEFAULT_STORAGE_ROOT, run
 from kubetune.runtime.display import make_reporter
 from kubetune.runtime.exiting import exit_at_once, finish, setup_logging
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--endpoint-url", metavar="URL", help="S3 endpoint (default: AWS_ENDPOINT_URL)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
-    cli_jobs.add_commands(sub)
+    add_commands(sub)
     return parser
 
 

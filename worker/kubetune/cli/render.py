@@ -1,29 +1,25 @@
 """What the cluster commands print, as pure functions of TrainableJob bodies
-(plain dicts as the API server returns them): the `get` table, the `describe`
-summary, the watch's progress line and outcome, the `results` table.
+(plain dicts as the API server returns them): reading a body's fields, the
+`get` table, the watch's progress line and outcome. `describe` is
+kubetune.cli.render_describe, the `results` table kubetune.cli.render_results.
 
 No Kubernetes client, no clock, no terminal: callers pass `now` and widths, so
 every rendering is tested from sample dicts."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from kubetune.runtime.display import _fmt
-from kubetune.sdk.result_keys import AUTO_FILLED_KEYS, TIME_TOTAL_S, TRAINING_ITERATION
+from kubetune.runtime.display import format_value
+from kubetune.sdk.result_keys import AUTO_FILLED_KEYS, TRAINING_ITERATION
 
 RESOURCE = "trainablejob.kubetune.io"
 RESOURCES = "trainablejobs.kubetune.io"
 TERMINAL = ("Succeeded", "Failed")
 NONE = "<none>"
-# Metric columns the `results` table shows at most (after training_iteration).
-MAX_RESULT_COLUMNS = 8
 
 
 def spec_of(body: dict[str, Any]) -> dict[str, Any]:
@@ -98,12 +94,12 @@ def age(timestamp: Any, now: datetime) -> str:
 # values
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _int(value: Any) -> int | None:
-    return int(value) if _is_number(value) else None
+    return int(value) if is_number(value) else None
 
 
 def iteration_of(body: dict[str, Any]) -> int | None:
@@ -132,10 +128,10 @@ def metric_of(body: dict[str, Any]) -> tuple[str, Any] | None:
     if score:
         return (score, result[score]) if score in result else None
     for key in spec_of(body).get("stop") or {}:
-        if key not in AUTO_FILLED_KEYS and _is_number(result.get(key)):
+        if key not in AUTO_FILLED_KEYS and is_number(result.get(key)):
             return key, result[key]
     for key, value in result.items():
-        if key not in AUTO_FILLED_KEYS and _is_number(value):
+        if key not in AUTO_FILLED_KEYS and is_number(value):
             return key, value
     return None
 
@@ -144,7 +140,7 @@ def checkpoint_iteration(body: dict[str, Any], which: str = "latestCheckpoint") 
     return _int((status_of(body).get(which) or {}).get("iteration"))
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
     return NONE if value is None or value == "" else str(value)
 
 
@@ -177,19 +173,19 @@ def job_row(
     row = [
         name_of(body),
         phase_of(body) or "Pending",
-        _cell(iteration_of(body)),
-        _cell(checkpoint_iteration(body)),
+        cell(iteration_of(body)),
+        cell(checkpoint_iteration(body)),
         age(meta.get("creationTimestamp"), now),
     ]
     if wide:
         score = (spec_of(body).get("checkpoint") or {}).get("scoreAttribute")
         value = (status.get("lastResult") or {}).get(score) if score else None
         row += [
-            _cell(status.get("attempt")),
+            cell(status.get("attempt")),
             str(status.get("failures") or 0),
             str(status.get("preemptions") or 0),
-            _cell(status.get("workerPod")),
-            f"{score}={_fmt(value)}" if score and value is not None else NONE,
+            cell(status.get("workerPod")),
+            f"{score}={format_value(value)}" if score and value is not None else NONE,
         ]
     return [str(meta.get("namespace") or ""), *row] if all_namespaces else row
 
@@ -202,167 +198,6 @@ def render_jobs(
 ) -> str:
     rows = [job_row(b, now, wide, all_namespaces) for b in bodies]
     return render_table(job_headers(wide, all_namespaces), rows)
-
-
-# `describe`
-
-
-def _describe_checkpoint_spec(ckpt: dict[str, Any]) -> str:
-    parts = []
-    if ckpt.get("frequency"):
-        parts.append(f"every {ckpt['frequency']} iterations")
-    if ckpt.get("atEnd"):
-        parts.append("at end")
-    if ckpt.get("numToKeep"):
-        parts.append(f"keep {ckpt['numToKeep']}")
-    if ckpt.get("scoreAttribute"):
-        parts.append(f"best by {ckpt.get('scoreOrder') or 'max'}({ckpt['scoreAttribute']})")
-    return ", ".join(parts) or NONE
-
-
-def _describe_resources(resources: dict[str, Any]) -> str:
-    parts = []
-    for kind in ("limits", "requests"):
-        values = resources.get(kind) or {}
-        if values:
-            parts.append(kind + " " + ",".join(f"{k}={v}" for k, v in values.items()))
-    return "; ".join(parts) or NONE
-
-
-def _describe_checkpoint(entry: dict[str, Any] | None) -> str:
-    if not entry:
-        return NONE
-    return f"iteration {entry.get('iteration')}  {entry.get('path')}  ({entry.get('time') or '?'})"
-
-
-def _field_lines(fields: Sequence[tuple[str, Any]], indent: str = "") -> list[str]:
-    width = max(len(k) for k, _ in fields) + 2
-    return [f"{indent}{(k + ':').ljust(width)}{_cell(v)}" for k, v in fields]
-
-
-def _section_table(
-    title: str, headers: Sequence[str], rows: list[list[str]], empty: str = NONE
-) -> list[str]:
-    if not rows:
-        return [f"{title}:  {empty}"]
-    table = render_table(headers, rows)
-    return [f"{title}:", *("  " + line for line in table.splitlines())]
-
-
-def event_row(event: dict[str, Any], now: datetime) -> list[str]:
-    """An event as kubectl describe shows it: type, reason, age, from, message."""
-    meta = event.get("metadata") or {}
-    last = event.get("lastTimestamp") or event.get("eventTime") or meta.get("creationTimestamp")
-    first = event.get("firstTimestamp") or last
-    count = int(event.get("count") or 1)
-    when = age(last, now)
-    if count > 1:
-        when = f"{when} (x{count} over {age(first, now)})"
-    source = (event.get("source") or {}).get("component") or event.get("reportingComponent")
-    return [
-        str(event.get("type") or ""),
-        str(event.get("reason") or ""),
-        when,
-        str(source or ""),
-        " ".join(str(event.get("message") or "").split()),
-    ]
-
-
-def _event_order(event: dict[str, Any]) -> tuple[str, int]:
-    """By time (to the second), then by the order the server stored them."""
-    meta = event.get("metadata") or {}
-    when = event.get("lastTimestamp") or event.get("eventTime") or meta.get("creationTimestamp")
-    version = str(meta.get("resourceVersion") or "")
-    return str(when or ""), int(version) if version.isdigit() else 0
-
-
-def render_describe(
-    body: dict[str, Any],
-    events: Sequence[dict[str, Any]] | None,
-    now: datetime,
-    events_error: str | None = None,
-) -> str:
-    """kubectl-describe-like: spec essentials, status, conditions, last result,
-    checkpoints, counters and the job's recent events (oldest first)."""
-    meta = body.get("metadata") or {}
-    spec, status = spec_of(body), status_of(body)
-    storage = spec.get("storage") or {}
-    labels = meta.get("labels") or {}
-    code = spec.get("code") or {}
-    stop = spec.get("stop") or {}
-    created = meta.get("creationTimestamp")
-    folder = f"{str(storage.get('uri') or '').rstrip('/')}/{meta.get('namespace')}/{name_of(body)}"
-    fields: list[tuple[str, Any]] = [
-        ("Name", name_of(body)),
-        ("Namespace", meta.get("namespace")),
-        ("Labels", ",".join(f"{k}={v}" for k, v in labels.items()) or None),
-        ("Created", f"{created} ({age(created, now)} ago)" if created else None),
-        (
-            "Trainable",
-            spec.get("trainable") or (f"shipped code {code.get('uri')}" if code else None),
-        ),
-        ("Config", json.dumps(spec.get("config") or {}, sort_keys=True)),
-        ("Stop", ", ".join(f"{k} >= {v}" for k, v in stop.items()) or None),
-        ("Checkpoint", _describe_checkpoint_spec(spec.get("checkpoint") or {})),
-        ("Storage", folder),
-        ("Endpoint", storage.get("endpointURL")),
-        ("Secret", (storage.get("secretRef") or {}).get("name")),
-        ("Resources", _describe_resources(spec.get("resources") or {})),
-        ("Image", spec.get("image") or "(the operator's default)"),
-        ("Restore From", spec.get("restoreFrom")),
-        ("Max Failures", spec.get("maxFailures", "3 (default)")),
-        ("Suspend", str(bool(spec.get("suspend"))).lower()),
-    ]
-    lines = _field_lines(fields)
-    started, completed = status.get("startTime"), status.get("completionTime")
-    lines.append("Status:")
-    lines += _field_lines(
-        [
-            ("Phase", status.get("phase") or "Pending"),
-            ("Iteration", iteration_of(body)),
-            ("Attempt", status.get("attempt")),
-            ("Failures", status.get("failures") or 0),
-            ("Preemptions", status.get("preemptions") or 0),
-            ("Worker Pod", status.get("workerPod")),
-            ("Started", f"{started} ({age(started, now)} ago)" if started else None),
-            ("Completed", completed),
-            ("Restored From", status.get("restoredFrom")),
-        ],
-        indent="  ",
-    )
-    rows = [
-        [
-            str(c.get("type") or ""),
-            str(c.get("status") or ""),
-            str(c.get("reason") or ""),
-            " ".join(str(c.get("message") or "").split()),
-        ]
-        for c in status.get("conditions") or []
-    ]
-    lines += _section_table("Conditions", ["TYPE", "STATUS", "REASON", "MESSAGE"], rows)
-    result = status.get("lastResult") or {}
-    if result:
-        lines.append("Last Result:")
-        lines += _field_lines([(str(k), _fmt(v)) for k, v in result.items()], indent="  ")
-    else:
-        lines.append(f"Last Result:  {NONE}")
-    kept = [c.get("iteration") for c in status.get("checkpoints") or []]
-    lines.append("Checkpoints:")
-    lines += _field_lines(
-        [
-            ("Latest", _describe_checkpoint(status.get("latestCheckpoint"))),
-            ("Best", _describe_checkpoint(status.get("bestCheckpoint"))),
-            ("Kept", ", ".join(str(i) for i in kept) or None),
-        ],
-        indent="  ",
-    )
-    if events_error:
-        lines.append(f"Events:  <cannot list them: {events_error}>")
-    else:
-        ordered = sorted(events or [], key=_event_order)
-        rows = [event_row(e, now) for e in ordered]
-        lines += _section_table("Events", ["TYPE", "REASON", "AGE", "FROM", "MESSAGE"], rows)
-    return "\n".join(lines)
 
 
 # the watch: progress line and outcome
@@ -386,11 +221,11 @@ def progress_line(body: dict[str, Any], bar_width: int | None = 24) -> str:
     elif target is not None:
         parts.append(f"iter {iteration or 0}/{target}")
     else:
-        parts.append(f"iter {_cell(iteration) if iteration is not None else 0}")
+        parts.append(f"iter {cell(iteration) if iteration is not None else 0}")
     parts.append(phase_of(body) or "Pending")
     metric = metric_of(body)
     if metric is not None:
-        parts.append(f"{metric[0]}={_fmt(metric[1])}")
+        parts.append(f"{metric[0]}={format_value(metric[1])}")
     latest = checkpoint_iteration(body)
     parts.append(f"ckpt {latest}" if latest is not None else "no ckpt")
     attempt = _int(status_of(body).get("attempt"))
@@ -405,7 +240,7 @@ def outcome(body: dict[str, Any]) -> tuple[int, str]:
     phase = phase_of(body)
     if phase == "Succeeded":
         message = condition(body, "Complete").get("message") or "completed"
-        facts = [f"iteration {_cell(iteration_of(body))}"]
+        facts = [f"iteration {cell(iteration_of(body))}"]
         latest = checkpoint_iteration(body)
         if latest is not None:
             facts.append(f"latest checkpoint {latest}")
@@ -417,60 +252,3 @@ def outcome(body: dict[str, Any]) -> tuple[int, str]:
     reason = failed.get("reason") or "Failed"
     message = " ".join(str(failed.get("message") or "").split()) or "no message"
     return 1, f"Failed: {reason}: {message}"
-
-
-# `results`
-
-
-def result_rows(results: Any) -> list[dict[str, Any]]:
-    """Job.results() as a list of dicts: a pandas DataFrame (its missing cells,
-    NaN, dropped) or the list of dicts it returns without pandas."""
-    to_dict = getattr(results, "to_dict", None)
-    if to_dict is None:
-        return [dict(r) for r in results]
-    return [
-        {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
-        for row in to_dict("records")
-    ]
-
-
-def result_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """training_iteration, the trainable's numeric metrics (first seen first, at
-    most MAX_RESULT_COLUMNS), then time_total_s."""
-    metrics: list[str] = []
-    for row in rows:
-        for key, value in row.items():
-            if key not in AUTO_FILLED_KEYS and _is_number(value) and key not in metrics:
-                metrics.append(key)
-    columns = [TRAINING_ITERATION, *metrics[:MAX_RESULT_COLUMNS]]
-    if any(TIME_TOTAL_S in row for row in rows):
-        columns.append(TIME_TOTAL_S)
-    return columns
-
-
-def render_results_table(rows: Sequence[dict[str, Any]]) -> str:
-    columns = result_columns(rows)
-    body = [[_fmt(row[c]) if row.get(c) is not None else "" for c in columns] for row in rows]
-    return render_table([c.upper() for c in columns], body)
-
-
-def render_results_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """Every key (first seen first); nested values (config ...) as JSON."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow(
-            [
-                json.dumps(v) if isinstance(v, dict | list) else ("" if v is None else v)
-                for v in (row.get(c) for c in columns)
-            ]
-        )
-    return out.getvalue().rstrip("\n")
-
-
-def render_results_json(rows: Sequence[dict[str, Any]]) -> str:
-    return "\n".join(json.dumps(row, default=str) for row in rows)

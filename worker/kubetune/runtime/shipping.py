@@ -11,10 +11,8 @@ too), the Python version, the size, the digest; only then `cloudpickle.loads`.
 Every refusal is an `InvalidTrainable` (exit code 3: the job ends Failed with
 the message).
 
-Code shipped by kubetune 0.1.0 (one flat package: kubetune.trainable,
-kubetune.function ...) still loads: the unpickler finds what it names by an old
-module path where it lives now (OLD_MODULES, OLD_NAMES), without putting the old
-names in sys.modules; a name with no home now is refused in one line.
+Code shipped by kubetune 0.1.0 (one flat package) still loads: see
+kubetune.runtime.old_payloads.
 
 Third-party packages are never shipped: they are pickled by reference and must
 be installed in the worker image.
@@ -23,10 +21,7 @@ be installed in the worker image.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
-import io
-import pickle
 import re
 import sys
 import sysconfig
@@ -40,6 +35,7 @@ from typing import Any
 import cloudpickle
 
 from kubetune.runtime.loader import check_trainable
+from kubetune.runtime.old_payloads import OLD_LAYOUT, OLD_MODULES, OLD_SPLITS, load_payload
 from kubetune.sdk.errors import InvalidTrainable, describe, one_line
 from kubetune.storage import Storage
 from kubetune_contract import CODE_DIR, code_key, code_uri, is_sha256_hex, is_within_run
@@ -49,7 +45,7 @@ __all__ = [
     "MAX_BYTES",
     "OLD_LAYOUT",
     "OLD_MODULES",
-    "OLD_NAMES",
+    "OLD_SPLITS",
     "WARN_BYTES",
     "code_key",
     "code_uri",
@@ -230,177 +226,9 @@ def _check_spec(code: Any) -> tuple[str, str, tuple[int, int]]:
     return uri, sha, (int(match.group(1)), int(match.group(2)))
 
 
-# --- the worker side: what 0.1.0 shipped -------------------------------------------
-
-# kubetune 0.1.0 was one flat package. A payload it pickled names kubetune's classes
-# and functions by their module there (a Trainable subclass's base is
-# kubetune.trainable.Trainable; `from kubetune.function import report` is
-# kubetune.function.report), and modules by cloudpickle's subimport("kubetune.result").
-OLD_LAYOUT = (
-    "kubetune 0.1.0 as released (the flat package: kubetune.trainable, kubetune.function ...)"
-)
-# 0.1.0's modules and their homes now.
-OLD_MODULES: dict[str, str] = {
-    "kubetune.api": "kubetune.runtime.api",
-    "kubetune.checkpoint_dir": "kubetune.sdk.checkpoint",
-    "kubetune.checkpoints": "kubetune.storage.checkpoints",
-    "kubetune.cli": "kubetune.cli.command",  # now a package: its own names first
-    "kubetune.cli_args": "kubetune.cli.args",
-    "kubetune.cli_jobs": "kubetune.cli.jobs",
-    "kubetune.cli_render": "kubetune.cli.render",
-    "kubetune.cli_watch": "kubetune.cli.watch",
-    "kubetune.display": "kubetune.runtime.display",
-    "kubetune.drive_function": "kubetune.runtime.function_driver",
-    "kubetune.entry": "kubetune.runtime.exiting",
-    "kubetune.errors": "kubetune.sdk.errors",
-    "kubetune.function": "kubetune.sdk.function",
-    "kubetune.loader": "kubetune.runtime.loader",
-    "kubetune.loop": "kubetune.runtime.loop",
-    "kubetune.metric_names": "kubetune.sdk.metric_names",
-    "kubetune.monitor": "kubetune.sdk.monitor",
-    "kubetune.outcome": "kubetune.runtime.outcome",
-    "kubetune.persist": "kubetune.runtime.persist",
-    "kubetune.policy": "kubetune.sdk.checkpoint_config",
-    "kubetune.progress": "kubetune.runtime.progress",
-    "kubetune.protocol": "kubetune_contract",
-    "kubetune.push": "kubetune.runtime.push",
-    "kubetune.result": "kubetune.sdk.result_keys",
-    "kubetune.results": "kubetune.storage.results",
-    "kubetune.shipping": "kubetune.runtime.shipping",
-    "kubetune.signals": "kubetune.runtime.signals",
-    "kubetune.stopping": "kubetune.sdk.stopping",
-    "kubetune.tracebacks": "kubetune.runtime.tracebacks",
-    "kubetune.trainable": "kubetune.sdk.trainable",
-}
-# Names that went elsewhere than the rest of their 0.1.0 module: (module, name) -> home.
-OLD_NAMES: dict[tuple[str, str], str] = {
-    ("kubetune.checkpoints", "RunConflictError"): "kubetune.storage.runfolder",
-    ("kubetune.checkpoints", "RunStore"): "kubetune.storage.runfolder",
-    ("kubetune.errors", "RunFailed"): "kubetune.runtime.outcome",
-    **{
-        ("kubetune.progress", name): "kubetune_contract.progress"
-        for name in ("RUNNING", "COMPLETED", "STOPPED", "FAILED", "MAX_CHECKPOINTS")
-    },
-}
-
-
-def _old_home(module: str, name: str) -> str | None:
-    """Where the 0.1.0 name module.name lives now, or None when module is not 0.1.0's."""
-    return OLD_NAMES.get((module, name)) or OLD_MODULES.get(module)
-
-
-def _no_home(sha: str, name: str) -> str:
-    """The one-line refusal of a payload naming a 0.1.0 name that has no home now.
-    spec.code records no kubetune version: the old module path names the release."""
-    return (
-        f"the shipped trainable (sha256 {sha[:12]}) refers to {name}, which has no home "
-        f"in this worker's kubetune: it was likely pickled by {OLD_LAYOUT}; submit it "
-        f"again with the current kubetune (kubetune.submit pickles it anew), using the "
-        f"current API in place of {name}"
-    )
-
-
-class _OldModule(ModuleType):
-    """A 0.1.0 module as a payload holds it (`from kubetune import function`,
-    `import kubetune as tune` with `tune.policy...`): each attribute comes from its
-    home now. The view is the payload's own: nothing enters sys.modules, so
-    `import kubetune.function` still fails after the load."""
-
-    def __init__(self, name: str, home: ModuleType, sha: str) -> None:
-        super().__init__(name, home.__doc__)
-        self._home_module = home
-        self._payload_sha = sha
-
-    def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("__"):
-            raise AttributeError(attr)
-        old = f"{self.__name__}.{attr}"
-        moved = OLD_NAMES.get((self.__name__, attr))
-        try:
-            if old in OLD_MODULES and not hasattr(self._home_module, attr):
-                value: Any = _OldModule(
-                    old, importlib.import_module(OLD_MODULES[old]), self._payload_sha
-                )
-            elif moved is not None:
-                value = getattr(importlib.import_module(moved), attr)
-            else:
-                value = getattr(self._home_module, attr)
-        except (ImportError, AttributeError):
-            raise AttributeError(_no_home(self._payload_sha, old)) from None
-        setattr(self, attr, value)
-        return value
-
-
-class _Unpickler(pickle.Unpickler):
-    """cloudpickle.loads, which also finds what a 0.1.0 payload names by its old
-    module path (see OLD_MODULES), and refuses a name that has no home now."""
-
-    def __init__(self, data: bytes, sha: str) -> None:
-        super().__init__(io.BytesIO(data))
-        self.sha = sha
-        self.old_modules: set[str] = set()
-        # The globals of every function the payload carries by value.
-        self.function_globals: dict[int, dict[str, Any]] = {}
-
-    def find_class(self, module: str, name: str, /) -> Any:
-        try:
-            found = super().find_class(module, name)
-        except (ImportError, AttributeError):
-            home = _old_home(module, name)
-            if home is None:
-                raise
-            try:
-                found = getattr(importlib.import_module(home), name)
-            except (ImportError, AttributeError):
-                raise InvalidTrainable(_no_home(self.sha, f"{module}.{name}")) from None
-        if found is cloudpickle.cloudpickle.subimport:
-            return self._subimport
-        if found is cloudpickle.cloudpickle._make_function:
-            return self._make_function
-        return found
-
-    def _subimport(self, name: str) -> ModuleType:
-        try:
-            module: ModuleType = cloudpickle.cloudpickle.subimport(name)
-            return module
-        except ImportError:
-            if name not in OLD_MODULES:
-                raise
-        try:
-            home = importlib.import_module(OLD_MODULES[name])
-        except ImportError:
-            raise InvalidTrainable(_no_home(self.sha, f"the module {name}")) from None
-        self.old_modules.add(name)
-        return _OldModule(name, home, self.sha)
-
-    def _make_function(self, *args: Any) -> Any:
-        function = cloudpickle.cloudpickle._make_function(*args)
-        self.function_globals[id(function.__globals__)] = function.__globals__
-        return function
-
-    def load_payload(self) -> Any:
-        obj = self.load()
-        package = sys.modules.get("kubetune")
-        if self.old_modules and package is not None:
-            # The payload imported 0.1.0 submodules: its functions may reach them
-            # through the package (`kubetune.policy.CheckpointConfig`), so their
-            # `kubetune` becomes a view that also has the old submodules.
-            view = _OldModule(package.__name__, package, self.sha)
-            for names in self.function_globals.values():
-                for key, value in list(names.items()):
-                    if value is package:
-                        names[key] = view
-        return obj
-
-
-def _load(data: bytes, sha: str) -> Any:
-    """cloudpickle.loads(data), also for what 0.1.0 shipped."""
-    return _Unpickler(data, sha).load_payload()
-
-
 def _unpickle(data: bytes, sha: str) -> Any:
     try:
-        return _load(data, sha)
+        return load_payload(data, sha)
     except InvalidTrainable:
         raise
     except ImportError as exc:  # ModuleNotFoundError included

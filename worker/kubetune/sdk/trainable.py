@@ -251,14 +251,11 @@ class Trainable:
         return TrainingResult(Checkpoint.from_directory(target), metrics)
 
     def _write_manifest(self, folder: str) -> None:
-        """What the loop's commit writes with a checkpoint (the same manifest, the
-        same metrics), so `restore(path)` of a folder saved by user code
-        continues the counters, and `kubetune.run(restore_from=path)` accepts it."""
+        """The manifest the loop would commit with folder (class_checkpoint.write_manifest)."""
         write_manifest(folder, self._iteration, self._counter_metrics())
 
     def _counter_metrics(self) -> dict[str, Any]:
-        """The last result, with the counters restore() reads filled in from this
-        object's own state (a result may lack them: none yet, or restored since)."""
+        """The last result with this object's counters (class_checkpoint.counter_metrics)."""
         return counter_metrics(
             self._last_result,
             self._iteration,

@@ -158,8 +158,7 @@ class S3Storage(Storage):
         return translated(self.bucket, self.endpoint, what)
 
     def _ride_out(self, call: Callable[[], T], what: str) -> T:
-        """`call()`, retried through an outage of up to outage_s if this
-        endpoint has answered before (kubetune.storage.s3_errors.ride_out)."""
+        """call(), retried through an outage if this endpoint answered before (s3_errors)."""
         value = ride_out(
             call, what, outage=self._outage, answered=lambda: self._answered, endpoint=self.endpoint
         )
@@ -297,7 +296,7 @@ class S3Storage(Storage):
         return total
 
     def _plan(self, pieces: Sequence[Piece]) -> list[Part]:
-        """The parts of a composed object (kubetune.storage.s3_parts.plan_parts)."""
+        """The parts of a composed object (s3_multipart.plan_parts)."""
         return plan_parts(pieces, self._key, lambda piece: read_piece(self, piece))
 
     @_rides_out

@@ -7,16 +7,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from kubetune_operator.sweeps.plan import (
     ANN_DECISIONS,
     ANN_STOPPED,
     SweepStatus,
     Trial,
+    best_result,
     build_trial,
+    code_problem,
     count,
     members,
     ranking,
+    template_view,
     trial_name,
+    trial_view,
 )
 from kubetune_operator.sweeps.schedulers.registry import make_scheduler, validate
 from kubetune_operator.sweeps.schedulers.stopping import AshaScheduler
@@ -173,3 +179,49 @@ def test_pbt_exploit_names_the_donors_checkpoint_at_the_perturbation_point():
     extra = made[0][3]
     assert extra["checkpoint"].endswith("checkpoint_000004") and extra["donor"].startswith("s-t000")
     assert made[1].startswith("pbt:")
+
+
+SHA = "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("uri", "problem"),
+    [
+        (f"s3://b/p/ns/s/.kubetune/code/{SHA}.pkl", ""),
+        (f"s3://b/p/ns/other/.kubetune/code/{SHA}.pkl", "outside the sweep's folder"),
+        (f"s3://b/p/ns/s/../x/.kubetune/code/{SHA}.pkl", "outside the sweep's folder"),
+    ],
+    ids=["in-the-sweeps-folder", "another-folder", "climbing-out"],
+)
+def test_shipped_code_must_be_in_the_sweeps_own_folder(uri: str, problem: str):
+    template = {
+        "trainable": None,
+        "code": {"uri": uri, "sha256": SHA},
+        "storage": {"uri": "s3://b/p/"},
+    }
+    sweep = {**SWEEP, "spec": {**SWEEP["spec"], "jobTemplate": {"spec": template}}}
+    found = code_problem(template_view(sweep))
+    assert (problem in found) if problem else found == ""
+    if problem:
+        assert "s3://b/p/ns/s/.kubetune/code/<sha256>.pkl" in found
+
+
+def test_a_trials_results_are_read_from_its_own_folder():
+    view = trial_view(template_view(SWEEP), trial(3))
+    assert (view.name, view.namespace, view.run_uri) == ("s-t0003", "ns", "s3://b/p/ns/s-t0003")
+
+
+@pytest.mark.parametrize(
+    ("mode", "best"),
+    [("max", {"value": 0.9, "iteration": 2}), ("min", {"value": 0.1, "iteration": 3})],
+)
+def test_a_done_trials_best_is_judged_on_all_its_results(mode: str, best: dict[str, Any]):
+    rows = [
+        {"training_iteration": 1, "score": 0.5},
+        {"training_iteration": 2, "score": 0.9},
+        {"training_iteration": 3, "score": 0.1},
+        {"training_iteration": 4, "score": True},  # not a number
+        {"training_iteration": 5},
+    ]
+    assert best_result(rows, "score", mode) == best
+    assert best_result([{"loss": 1.0}], "score", mode) == {"value": None}

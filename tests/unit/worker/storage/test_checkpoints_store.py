@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from kubetune.storage import Storage
 from kubetune.storage.checkpoints import (
@@ -18,33 +15,9 @@ from kubetune.storage.checkpoints import (
     download_checkpoint,
     open_checkpoint,
 )
-from kubetune.storage.local import LocalStorage
 from kubetune.storage.runfolder import RunConflictError, RunStore
-from kubetune.storage.s3 import MiB, S3Storage
+from kubetune.storage.s3 import MiB
 from kubetune_contract import CHECKPOINT_MANIFEST, PROGRESS_FILE, RESULT_FILE, RUN_FILE
-
-BUCKET = "kubetune-test"
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    with mock_aws():
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        yield
-
-
-@pytest.fixture(params=["local", "s3"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
-    if request.param == "local":
-        return LocalStorage(str(tmp_path / "runs" / "ns" / "job"))
-    request.getfixturevalue("s3")
-    return S3Storage(f"s3://{BUCKET}/runs/ns/job", part_size=5 * MiB, multipart_threshold=5 * MiB)
 
 
 @pytest.fixture

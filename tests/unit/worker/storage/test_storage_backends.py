@@ -3,33 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from kubetune.storage import Storage, StorageError, open_storage
 from kubetune.storage.local import LocalStorage
 from kubetune.storage.s3 import MiB, S3Storage
 
-BUCKET = "kubetune-test"
-
-
-@pytest.fixture
-def s3(aws_env: None) -> Iterator[None]:
-    with mock_aws():
-        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
-        yield
-
-
-@pytest.fixture(params=["local", "s3"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
-    if request.param == "local":
-        return LocalStorage(str(tmp_path / "store"))
-    request.getfixturevalue("s3")
-    return S3Storage(f"s3://{BUCKET}/runs/ns/job", part_size=5 * MiB, multipart_threshold=5 * MiB)
+BUCKET = "kubetune-test"  # the bucket of the conftest's `s3` fixture
 
 
 def make_tree(root: Path, files: dict[str, bytes]) -> Path:

@@ -31,8 +31,10 @@ from kubetune.cli.render import (
     metric_of,
     outcome,
     progress_line,
-    render_describe,
     render_jobs,
+)
+from kubetune.cli.render_describe import render_describe
+from kubetune.cli.render_results import (
     render_results_csv,
     render_results_json,
     render_results_table,

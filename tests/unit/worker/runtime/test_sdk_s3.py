@@ -21,9 +21,7 @@ RUN = f"s3://{BUCKET}/experiments/default/job-a"
 
 
 @pytest.fixture(autouse=True)
-def s3(aws_env, tmp_path, monkeypatch) -> Iterator[Any]:
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
+def s3(aws_env, own_tmp) -> Iterator[Any]:
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 if str(REPO) not in sys.path:  # examples/ lives at the repo root, outside the package dirs
     sys.path.insert(0, str(REPO))
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 
 import pytest
 
@@ -17,12 +16,8 @@ from kubetune.runtime.signals import StopSignals
 from kubetune.storage import open_storage
 from kubetune.storage.runfolder import RunStore
 
-
-@pytest.fixture(autouse=True)
-def _own_tmp(tmp_path, monkeypatch):
-    """Temporary folders the SDK makes land in this test's tmp_path."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
+# Temporary folders the SDK makes land in each test's tmp_path.
+pytestmark = pytest.mark.usefixtures("own_tmp")
 
 
 class Model(Trainable):

@@ -17,7 +17,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 from moto import mock_aws
 
 from kubetune.storage import StorageError
-from kubetune.storage.s3 import S3Storage, effective_endpoint, parse_s3_uri, storage_error
+from kubetune.storage.s3 import S3Storage, effective_endpoint, parse_s3_uri
+from kubetune.storage.s3_errors import storage_error
 
 ENDPOINT = "http://minio.example:9000"
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"

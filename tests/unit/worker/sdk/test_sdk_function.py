@@ -14,12 +14,8 @@ import kubetune
 import kubetune_contract as contract
 from kubetune.runtime.signals import StopSignals
 
-
-@pytest.fixture(autouse=True)
-def _own_tmp(tmp_path, monkeypatch):
-    """Temporary folders the SDK makes land in this test's tmp_path."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
+# Temporary folders the SDK makes land in each test's tmp_path.
+pytestmark = pytest.mark.usefixtures("own_tmp")
 
 
 def go(tmp_path, fn, folder="run", **kw):

@@ -384,7 +384,7 @@ def test_live_line_on_a_terminal(proj):
     assert "checkpoint " in screen and "ckpt 4" in screen
 
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 
 def test_the_examples_run_from_the_repository_root(tmp_path):

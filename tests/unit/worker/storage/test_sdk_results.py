@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,7 +25,6 @@ import kubetune
 import kubetune_contract as contract
 from kubetune.storage import Storage, StorageError
 from kubetune.storage.base import Piece
-from kubetune.storage.runfolder import RunStore
 from kubetune.storage.local import LocalStorage
 from kubetune.storage.results import (
     ResultLog,
@@ -37,7 +35,9 @@ from kubetune.storage.results import (
     read_results,
     segment_name,
 )
-from kubetune.storage.s3 import MiB, S3Storage, _copy_ranges
+from kubetune.storage.runfolder import RunStore
+from kubetune.storage.s3 import S3Storage
+from kubetune.storage.s3_multipart import MiB, copy_ranges
 
 BUCKET = "kubetune-results"
 
@@ -426,26 +426,11 @@ CHILD = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def s3_server(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
-    try:
-        yield endpoint
-    finally:
-        server.stop()
+def s3_server(moto_server: str) -> str:
+    """The conftest's moto server, with this file's bucket."""
+    boto3.client("s3", endpoint_url=moto_server).create_bucket(Bucket=BUCKET)
+    return moto_server
 
 
 @pytest.mark.parametrize("backend", ["local", "s3"])
@@ -528,7 +513,7 @@ def test_s3_compose_follows_the_multipart_rules(s3):
 
 
 def test_copies_over_5_gib_are_split_evenly():
-    parts = _copy_ranges("k", 11 * 1024 * MiB)
+    parts = copy_ranges("k", 11 * 1024 * MiB)
     assert len(parts) == 3 and sum(n for _k, _s, n in parts) == 11 * 1024 * MiB
     assert all(5 * MiB <= n <= 5 * 1024 * MiB for _k, _s, n in parts)
     assert parts[0][1] == ("k", 0, parts[0][2] - 1)

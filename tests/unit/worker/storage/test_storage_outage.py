@@ -17,7 +17,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from moto.server import ThreadedMotoServer
 
 from kubetune.storage import OutagePolicy, StorageError
-from kubetune.storage.s3 import S3Storage, storage_error
+from kubetune.storage.s3 import S3Storage
+from kubetune.storage.s3_errors import storage_error
 
 BUCKET = "outage"
 

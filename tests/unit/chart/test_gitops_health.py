@@ -17,7 +17,7 @@ lupa = pytest.importorskip(
     "(or install the test extra) to run the Argo CD health check",
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 HEALTH_LUA = ROOT / "charts" / "kubetune" / "argocd-health.lua"
 GITOPS_DOC = ROOT / "docs" / "gitops.md"
 ARGOCD_KEY = "resource.customizations.health.kubetune.io_TrainableJob"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,8 @@ from kubetune.storage import Storage, StorageError
 from kubetune.storage.base import check_limit
 from kubetune.storage.results import read_result_bytes
 
-
-@pytest.fixture(autouse=True)
-def _own_tmp(tmp_path, monkeypatch):
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
+# Temporary folders the SDK makes land in each test's tmp_path.
+pytestmark = pytest.mark.usefixtures("own_tmp")
 
 
 class Scalar:

@@ -13,7 +13,7 @@ import yaml
 
 from kubetune_operator.model import Cond, Phase, Reason
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CRD_PATH = ROOT / "crds" / "kubetune.io_trainablejobs.yaml"
 
 Schema = dict[str, Any]

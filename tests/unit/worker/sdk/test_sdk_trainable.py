@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import time
 
 import pytest
@@ -15,12 +14,8 @@ from kubetune import Checkpoint, Trainable, TrainingResult
 from kubetune.sdk.errors import StepResultError
 from kubetune.testing import validate_save_restore
 
-
-@pytest.fixture(autouse=True)
-def _own_tmp(tmp_path, monkeypatch):
-    """Temporary folders the SDK makes land in this test's tmp_path."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
+# Temporary folders the SDK makes land in each test's tmp_path.
+pytestmark = pytest.mark.usefixtures("own_tmp")
 
 
 class Counter(Trainable):

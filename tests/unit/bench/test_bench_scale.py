@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 for folder in (REPO, REPO / "bench"):  # bench/ is scripts, and they import localcluster
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import pytest
 
@@ -16,12 +15,8 @@ from kubetune import Checkpoint, Trainable
 from kubetune.sdk.result_keys import TRIAL_INFO, TrialInfo
 from kubetune.sdk.storage_context import StorageContext
 
-
-@pytest.fixture(autouse=True)
-def _own_tmp(tmp_path, monkeypatch):
-    """Temporary folders the SDK makes land in this test's tmp_path."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
+# Temporary folders the SDK makes land in each test's tmp_path.
+pytestmark = pytest.mark.usefixtures("own_tmp")
 
 
 class Stepper(Trainable):
