@@ -24,25 +24,11 @@ from kubetune.sdk.version import VERSION as __version__
 from kubetune.sdk.with_parameters import with_parameters
 from kubetune.search import choice, grid_search, loguniform, quniform, randint, uniform
 
-# The client (kubetune.submit, kubetune.Job ...) imports the Kubernetes client:
-# loaded on first use, so a worker or a local run never pays for it.
-_CLIENT = (
-    "ClusterError",
-    "Job",
-    "JobFailed",
-    "NotFound",
-    "ResultGrid",
-    "RunConfig",
-    "SweepFailed",
-    "TuneConfig",
-    "Tuner",
-    "WaitTimeout",
-    "submit",
-)
-
 
 def __getattr__(name: str) -> object:
-    if name in _CLIENT:
+    # The client's names (kubetune.submit, kubetune.Job ...) import the Kubernetes
+    # client: loaded on first use, so a worker or a local run never pays for it.
+    if name in __all__:
         from kubetune import client
 
         return getattr(client, name)

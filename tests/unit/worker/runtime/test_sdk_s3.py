@@ -6,26 +6,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 import kubetune
 import kubetune_contract as contract
 
-BUCKET = "kubetune-sdk"
+BUCKET = "kubetune-test"  # the bucket of the conftest's `s3` fixture
 RUN = f"s3://{BUCKET}/experiments/default/job-a"
-
-
-@pytest.fixture(autouse=True)
-def s3(aws_env, own_tmp) -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
+# Temporary folders the SDK makes land in each test's tmp_path.
+pytestmark = pytest.mark.usefixtures("own_tmp")
 
 
 def read(client: Any, key: str) -> bytes:

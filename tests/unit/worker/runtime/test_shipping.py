@@ -15,10 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import cloudpickle
 import pytest
-from moto import mock_aws
 
 import kubetune
 import kubetune_contract as contract
@@ -478,12 +476,11 @@ def test_what_unpickles_must_be_a_trainable(run_uri):
 
 
 @pytest.fixture
-def s3(aws_env) -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="ship")
-        client.create_bucket(Bucket="other")
-        yield client
+def s3(s3: Any) -> Any:
+    """The conftest's S3, with this file's two buckets."""
+    s3.create_bucket(Bucket="ship")
+    s3.create_bucket(Bucket="other")
+    return s3
 
 
 def test_s3_round_trip_and_other_bucket(s3, evil):

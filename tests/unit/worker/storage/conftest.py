@@ -1,5 +1,6 @@
-"""Fixtures of the storage tests: S3 as moto fakes it, in this process or as a
-server that child processes reach, and one Storage of each backend."""
+"""Fixtures of the storage tests: one Storage of each backend, and S3 as a
+moto server that child processes reach (the in-process `s3` is the worker
+conftest's)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,14 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from kubetune.storage import Storage
 from kubetune.storage.local import LocalStorage
 from kubetune.storage.s3 import MiB, S3Storage
 
-# The bucket the `s3` fixture creates (and `storage` uses).
+# The bucket of the worker conftest's `s3` fixture.
 S3_BUCKET = "kubetune-test"
-
-
-@pytest.fixture
-def s3(aws_env: None) -> Iterator[None]:
-    """S3 faked by moto in this process, with the bucket S3_BUCKET."""
-    with mock_aws():
-        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=S3_BUCKET)
-        yield
 
 
 @pytest.fixture(params=["local", "s3"])

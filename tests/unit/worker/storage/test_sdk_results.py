@@ -13,13 +13,11 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 import kubetune
 import kubetune_contract as contract
@@ -39,7 +37,7 @@ from kubetune.storage.runfolder import RunStore
 from kubetune.storage.s3 import S3Storage
 from kubetune.storage.s3_multipart import MiB, copy_ranges
 
-BUCKET = "kubetune-results"
+BUCKET = "kubetune-test"  # the bucket of the conftest's `s3` fixture
 
 
 def lines(first: int, last: int, pad: int = 0) -> bytes:
@@ -326,14 +324,6 @@ def test_a_resume_that_is_already_done_drops_the_crashed_tail(tmp_path):
 
 
 # --- S3 ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def s3(aws_env: None) -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
 
 
 class Traffic:

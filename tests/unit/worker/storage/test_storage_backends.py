@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -80,7 +81,7 @@ def test_child_uri(storage: Storage) -> None:
     assert storage.child_uri("checkpoint_000003").startswith(storage.uri)
 
 
-def test_s3_multipart_upload_of_big_file(s3: None, tmp_path: Path) -> None:
+def test_s3_multipart_upload_of_big_file(s3: Any, tmp_path: Path) -> None:
     storage = S3Storage(f"s3://{BUCKET}/p", part_size=5 * MiB, multipart_threshold=5 * MiB)
     data = os.urandom(12 * MiB)  # three parts
     make_tree(tmp_path / "src", {"weights.bin": data})
@@ -91,7 +92,7 @@ def test_s3_multipart_upload_of_big_file(s3: None, tmp_path: Path) -> None:
     assert (tmp_path / "out" / "weights.bin").read_bytes() == data
 
 
-def test_s3_bucket_root_without_prefix(s3: None) -> None:
+def test_s3_bucket_root_without_prefix(s3: Any) -> None:
     storage = S3Storage(f"s3://{BUCKET}")
     assert storage.uri == f"s3://{BUCKET}"
     storage.write_bytes("run/x", b"1")
@@ -99,7 +100,7 @@ def test_s3_bucket_root_without_prefix(s3: None) -> None:
     assert storage.child_uri("run") == f"s3://{BUCKET}/run"
 
 
-def test_open_storage_picks_backend(s3: None, tmp_path: Path) -> None:
+def test_open_storage_picks_backend(s3: Any, tmp_path: Path) -> None:
     assert isinstance(open_storage(f"s3://{BUCKET}/a"), S3Storage)
     assert isinstance(open_storage(str(tmp_path)), LocalStorage)
     local = open_storage(f"file://{tmp_path}/f")
