@@ -26,7 +26,7 @@ from kubetune_operator import storageio
 from kubetune_operator.model import JobView
 from kubetune_operator.statemachine import cap_result, compute_decision
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 UID = "uid-1"
 RUN = "s3://b/p/ns/j"
