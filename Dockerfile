@@ -42,6 +42,7 @@ RUN python3 -c 'import tomllib; \
  && /opt/kubetune/bin/pip install --no-cache-dir --requirement /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 COPY README.md /src/
+COPY contract/ /src/contract/
 COPY worker/ /src/worker/
 COPY operator/ /src/operator/
 RUN /opt/kubetune/bin/pip install --no-cache-dir --no-deps /src
