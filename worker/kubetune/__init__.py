@@ -5,34 +5,103 @@ Moving a Ray Tune trainable over is one line: `from ray import tune` becomes
 
 from __future__ import annotations
 
-from kubetune import schedulers
-from kubetune.runtime.api import run
-from kubetune.runtime.outcome import RunFailed, RunResult
-from kubetune.sdk.checkpoint import Checkpoint, TrainingResult
-from kubetune.sdk.checkpoint_config import CheckpointConfig
-from kubetune.sdk.errors import (
-    InvalidCheckpoint,
-    InvalidSettings,
-    InvalidTrainable,
-    KubetuneError,
-)
-from kubetune.sdk.function import TuneContext, get_checkpoint, get_context, report
-from kubetune.sdk.stopping import FunctionStopper, Stopper
-from kubetune.sdk.storage_context import StorageContext
-from kubetune.sdk.trainable import Trainable
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from kubetune.sdk.version import VERSION as __version__
-from kubetune.sdk.with_parameters import with_parameters
-from kubetune.search import choice, grid_search, loguniform, quniform, randint, uniform
+
+if TYPE_CHECKING:  # what type checkers and editors see; at run time, _HOMES
+    from kubetune import schedulers
+    from kubetune.client import (
+        ClusterError,
+        Job,
+        JobFailed,
+        NotFound,
+        ResultGrid,
+        RunConfig,
+        SweepFailed,
+        TuneConfig,
+        Tuner,
+        WaitTimeout,
+        submit,
+    )
+    from kubetune.runtime.api import run
+    from kubetune.runtime.outcome import RunFailed, RunResult
+    from kubetune.sdk.checkpoint import Checkpoint, TrainingResult
+    from kubetune.sdk.checkpoint_config import CheckpointConfig
+    from kubetune.sdk.errors import (
+        InvalidCheckpoint,
+        InvalidSettings,
+        InvalidTrainable,
+        KubetuneError,
+    )
+    from kubetune.sdk.function import TuneContext, get_checkpoint, get_context, report
+    from kubetune.sdk.stopping import FunctionStopper, Stopper
+    from kubetune.sdk.storage_context import StorageContext
+    from kubetune.sdk.trainable import Trainable
+    from kubetune.sdk.with_parameters import with_parameters
+    from kubetune.search import choice, grid_search, loguniform, quniform, randint, uniform
+
+# Each public name's module, imported on first use: `import kubetune.storage`
+# (what the operator does) loads no runtime, and a worker or a local run never
+# loads the Kubernetes client that kubetune.submit and kubetune.Tuner need.
+_HOMES = {
+    "run": "kubetune.runtime.api",
+    "RunFailed": "kubetune.runtime.outcome",
+    "RunResult": "kubetune.runtime.outcome",
+    "Checkpoint": "kubetune.sdk.checkpoint",
+    "TrainingResult": "kubetune.sdk.checkpoint",
+    "CheckpointConfig": "kubetune.sdk.checkpoint_config",
+    "InvalidCheckpoint": "kubetune.sdk.errors",
+    "InvalidSettings": "kubetune.sdk.errors",
+    "InvalidTrainable": "kubetune.sdk.errors",
+    "KubetuneError": "kubetune.sdk.errors",
+    "TuneContext": "kubetune.sdk.function",
+    "get_checkpoint": "kubetune.sdk.function",
+    "get_context": "kubetune.sdk.function",
+    "report": "kubetune.sdk.function",
+    "FunctionStopper": "kubetune.sdk.stopping",
+    "Stopper": "kubetune.sdk.stopping",
+    "StorageContext": "kubetune.sdk.storage_context",
+    "Trainable": "kubetune.sdk.trainable",
+    "with_parameters": "kubetune.sdk.with_parameters",
+    **dict.fromkeys(
+        ("choice", "grid_search", "loguniform", "quniform", "randint", "uniform"),
+        "kubetune.search",
+    ),
+    **dict.fromkeys(
+        (
+            "ClusterError",
+            "Job",
+            "JobFailed",
+            "NotFound",
+            "ResultGrid",
+            "RunConfig",
+            "SweepFailed",
+            "TuneConfig",
+            "Tuner",
+            "WaitTimeout",
+            "submit",
+        ),
+        "kubetune.client",
+    ),
+}
+_SUBMODULES = ("schedulers",)  # Ray's `tune.schedulers.ASHAScheduler`
 
 
-def __getattr__(name: str) -> object:
-    # The client's names (kubetune.submit, kubetune.Job ...) import the Kubernetes
-    # client: loaded on first use, so a worker or a local run never pays for it.
-    if name in __all__:
-        from kubetune import client
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"kubetune.{name}")
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'kubetune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups are plain module attributes
+    return value
 
-        return getattr(client, name)
-    raise AttributeError(f"module 'kubetune' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES, *_SUBMODULES})
 
 
 __all__ = [
