@@ -22,7 +22,9 @@ from typing import Any
 import kubetune
 
 
-class StepOnly(kubetune.Trainable):
+class _StepHooks:
+    """The trivial step both frameworks run, the same code under each base class."""
+
     def step(self) -> dict[str, Any]:
         return {"loss": 0.5}
 
@@ -32,6 +34,10 @@ class StepOnly(kubetune.Trainable):
 
     def load_checkpoint(self, checkpoint: Any) -> None:
         pass
+
+
+class StepOnly(_StepHooks, kubetune.Trainable):
+    pass
 
 
 def per_iter_train(cls: Any, n: int) -> float:
@@ -83,15 +89,8 @@ def ray_trainable() -> Any:
     except ImportError:
         return None
 
-    class RayStepOnly(tune.Trainable):
-        def step(self) -> dict[str, Any]:
-            return {"loss": 0.5}
-
-        def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
-            return {}
-
-        def load_checkpoint(self, checkpoint: Any) -> None:
-            pass
+    class RayStepOnly(_StepHooks, tune.Trainable):
+        pass
 
     return RayStepOnly
 
