@@ -40,15 +40,21 @@ local function verdict(health, message)
   return hs
 end
 
+-- The verdict when the condition of type ctype is True, else nil.
+local function when_true(ctype, health, fallback)
+  local c = condition(ctype)
+  if is_true(c) then
+    return verdict(health, describe(c, fallback))
+  end
+  return nil
+end
+
 -- Complete and Failed never return to False, and the operator no longer
 -- reconciles a finished job: they win over a spec edited afterwards.
-local failed = condition("Failed")
-if is_true(failed) then
-  return verdict("Degraded", describe(failed, "the job failed"))
-end
-local complete = condition("Complete")
-if is_true(complete) then
-  return verdict("Healthy", describe(complete, "the job succeeded"))
+local finished = when_true("Failed", "Degraded", "the job failed")
+  or when_true("Complete", "Healthy", "the job succeeded")
+if finished then
+  return finished
 end
 
 local generation = (obj.metadata or {}).generation
@@ -60,9 +66,9 @@ if generation ~= nil and (observed == nil or observed < generation) then
   )
 end
 
-local suspended = condition("Suspended")
-if is_true(suspended) then
-  return verdict("Suspended", describe(suspended, "suspended"))
+local suspended = when_true("Suspended", "Suspended", "suspended")
+if suspended then
+  return suspended
 end
 
 local running = condition("Running")
