@@ -57,7 +57,7 @@ from typing import Any
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
 from scale_figures import PLAY_ANNOTATION  # noqa: E402
-from scale_kube import Kube, KubeConfig  # noqa: E402
+from scale_kube import Kube, KubeConfig, cluster_parser, run_until_stopped  # noqa: E402
 
 from kubetune_contract import PROGRESS_AUDIENCE as AUDIENCE  # noqa: E402
 from kubetune_contract import (  # noqa: E402
@@ -387,11 +387,8 @@ def _s3_client(env_file: str | None) -> Any:
 async def amain(args: argparse.Namespace) -> int:
     gen = LoadGen(args)
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGUSR1, gen.pause)
     loop.add_signal_handler(signal.SIGUSR2, gen.resume)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
 
     async def flusher() -> None:
         while True:
@@ -399,23 +396,12 @@ async def amain(args: argparse.Namespace) -> int:
             gen.flush()
 
     tasks = [asyncio.create_task(gen.run()), asyncio.create_task(flusher())]
-    stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-    for task in [*tasks, stopper]:
-        task.cancel()
-    await gen.close()
-    for task in done:
-        if task is not stopper and task.exception() is not None:
-            print(f"loadgen: {task.exception()!r}", file=sys.stderr)
-            return 1
-    return 0
+    return await run_until_stopped(tasks, gen.close, "loadgen")
 
 
 def main(argv: list[str] | None = None) -> int:
     repo = Path(__file__).resolve().parents[1]
-    p = argparse.ArgumentParser(prog="bench/loadgen.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--kubeconfig", default=str(repo / ".cluster" / "kubeconfig"))
-    p.add_argument("--namespace", required=True)
+    p = cluster_parser("bench/loadgen.py", __doc__.split("\n\n")[0])
     p.add_argument("--transport", choices=["push", "s3"], default="push")
     p.add_argument("--url", default="http://127.0.0.1:8470/v1alpha1/progress")
     p.add_argument("--s3-env", default=str(repo / ".cluster" / "env"))

@@ -17,12 +17,15 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import kubetune
 
 
-class StepOnly(kubetune.Trainable):
+class _StepHooks:
+    """The trivial step both frameworks run, the same code under each base class."""
+
     def step(self) -> dict[str, Any]:
         return {"loss": 0.5}
 
@@ -34,27 +37,31 @@ class StepOnly(kubetune.Trainable):
         pass
 
 
-def per_iter_train(cls: Any, n: int) -> float:
-    trainable = cls(config={})
-    train = trainable.train
+class StepOnly(_StepHooks, kubetune.Trainable):
+    pass
+
+
+def _us_per_call(call: Callable[[], Any], n: int) -> float:
+    """Microseconds per call of `call`, over n calls in a bare loop."""
     start = time.perf_counter()
     for _ in range(n):
-        train()
-    elapsed = time.perf_counter() - start
+        call()
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def per_iter_train(cls: Any, n: int) -> float:
+    trainable = cls(config={})
+    us = _us_per_call(trainable.train, n)
     trainable.stop()
     shutil.rmtree(trainable.logdir, ignore_errors=True)  # a fresh folder per instance
-    return elapsed / n * 1e6
+    return us
 
 
 def per_iter_step(n: int) -> float:
     trainable = StepOnly(config={})
-    step = trainable.step
-    start = time.perf_counter()
-    for _ in range(n):
-        step()
-    elapsed = time.perf_counter() - start
+    us = _us_per_call(trainable.step, n)
     shutil.rmtree(trainable.logdir, ignore_errors=True)
-    return elapsed / n * 1e6
+    return us
 
 
 def per_iter_kubetune_run(n: int) -> float:
@@ -83,15 +90,8 @@ def ray_trainable() -> Any:
     except ImportError:
         return None
 
-    class RayStepOnly(tune.Trainable):
-        def step(self) -> dict[str, Any]:
-            return {"loss": 0.5}
-
-        def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
-            return {}
-
-        def load_checkpoint(self, checkpoint: Any) -> None:
-            pass
+    class RayStepOnly(_StepHooks, tune.Trainable):
+        pass
 
     return RayStepOnly
 

@@ -56,7 +56,7 @@ from scale_kube import ApiError, Kube, KubeConfig  # noqa: E402
 
 from localcluster.addons import kwok  # noqa: E402
 from localcluster.config import Layout  # noqa: E402
-from localcluster.procs import recorded_pid  # noqa: E402
+from localcluster.procs import recorded_pid, start_logged  # noqa: E402
 
 BUCKET = "kubetune-bench"
 SECRET = "s3-credentials"
@@ -120,16 +120,7 @@ class Proc:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with open(self.log, "ab") as fh:
-            self.proc = subprocess.Popen(
-                self.argv,
-                cwd=REPO,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.proc = start_logged(self.argv, self.log, env=self.env, cwd=REPO)
 
     @property
     def pid(self) -> int:

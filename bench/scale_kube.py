@@ -5,15 +5,20 @@ one process without a thread each.
 It reads the local cluster's kubeconfig (server, CA file, bearer token), and
 knows just what the benchmark needs: JSON requests, paged lists, watches that
 resume from their resourceVersion, TokenRequest, and the raw /metrics text.
+Also what the benchmark's cluster-facing processes (loadgen, scale_watch)
+share: their --kubeconfig/--namespace flags and how they run until stopped.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import signal
 import ssl
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,36 @@ except ImportError:  # pragma: no cover
 
     def _loads(data: bytes) -> Any:
         return json.loads(data)
+
+
+def cluster_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A bench process's parser with the flags that find the local cluster."""
+    repo = Path(__file__).resolve().parents[1]
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--kubeconfig", default=str(repo / ".cluster" / "kubeconfig"))
+    p.add_argument("--namespace", required=True)
+    return p
+
+
+async def run_until_stopped(
+    tasks: list[asyncio.Task[Any]], close: Callable[[], Awaitable[None]], who: str
+) -> int:
+    """Runs `tasks` until one ends or SIGTERM/SIGINT comes, cancels them all and
+    awaits close(): 1 (the error printed, after `who`) if a task failed, else 0."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    for task in [*tasks, stopper]:
+        task.cancel()
+    await close()
+    for task in done:
+        if task is not stopper and task.exception() is not None:
+            print(f"{who}: {task.exception()!r}", file=sys.stderr)
+            return 1
+    return 0
 
 
 class ApiError(Exception):

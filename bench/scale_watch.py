@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any, TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scale_kube import Kube, KubeConfig
+from scale_kube import Kube, KubeConfig, cluster_parser, run_until_stopped
 
 
 def job_record(t: float, etype: str, obj: dict[str, Any]) -> dict[str, Any]:
@@ -90,10 +89,6 @@ async def amain(args: argparse.Namespace) -> int:
     kube = Kube(KubeConfig.load(Path(args.kubeconfig)), limit=4)
     ns = args.namespace
     out = open(args.out, "a", buffering=1 << 16)  # noqa: SIM115
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
     ready_j, ready_p = asyncio.Event(), asyncio.Event()
     jobs_path = f"/apis/kubetune.io/v1alpha1/namespaces/{ns}/trainablejobs"
     tasks = [
@@ -111,25 +106,17 @@ async def amain(args: argparse.Namespace) -> int:
             out.flush()
 
     tasks.append(asyncio.create_task(announce()))
-    stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-    for task in [*tasks, stopper]:
-        task.cancel()
-    out.flush()
-    out.close()
-    await kube.close()
-    for task in done:
-        if task is not stopper and task.exception() is not None:
-            print(f"watcher: {task.exception()!r}", file=sys.stderr)
-            return 1
-    return 0
+
+    async def close() -> None:
+        out.flush()
+        out.close()
+        await kube.close()
+
+    return await run_until_stopped(tasks, close, "watcher")
 
 
 def main(argv: list[str] | None = None) -> int:
-    repo = Path(__file__).resolve().parents[1]
-    p = argparse.ArgumentParser(prog="bench/scale_watch.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--kubeconfig", default=str(repo / ".cluster" / "kubeconfig"))
-    p.add_argument("--namespace", required=True)
+    p = cluster_parser("bench/scale_watch.py", __doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
     return asyncio.run(amain(p.parse_args(argv)))
 

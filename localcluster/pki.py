@@ -74,19 +74,35 @@ def _usage(*, cert_sign: bool) -> x509.KeyUsage:
     )
 
 
-def build_ca(now: datetime.datetime) -> Issuer:
-    key = _key()
-    name = _name("kubetune-local-ca")
-    cert = (
+def _builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    now: datetime.datetime,
+    *,
+    ca: bool,
+) -> x509.CertificateBuilder:
+    """What the CA and every leaf share: a fresh serial, VALIDITY from five
+    minutes ago (clock skew), and the basic constraints and key usage of a CA
+    or of a leaf."""
+    return (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(issuer)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_usage(cert_sign=True), critical=True)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(_usage(cert_sign=ca), critical=True)
+    )
+
+
+def build_ca(now: datetime.datetime) -> Issuer:
+    key = _key()
+    name = _name("kubetune-local-ca")
+    cert = (
+        _builder(name, name, key, now, ca=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -109,15 +125,7 @@ def build_leaf(
     usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
     usages += [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name, org))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_usage(cert_sign=False), critical=True)
+        _builder(_name(common_name, org), ca.cert.subject, key, now, ca=False)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),

@@ -33,6 +33,23 @@ def live_pids(pids_file: Path) -> Iterator[int]:
             yield int(pid_text)
 
 
+def start_logged(
+    argv: Sequence[str], log: Path, *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Starts argv in a session of its own (a signal to ours spares it, and its
+    group can be signalled whole), stdin closed, stdout and stderr appended to `log`."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+
 def spawn(
     name: str,
     argv: Sequence[str],
@@ -44,16 +61,7 @@ def spawn(
 ) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     pids.mkdir(parents=True, exist_ok=True)
-    with open(logs / f"{name}.log", "ab") as log:
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=cwd,
-            start_new_session=True,
-        )
+    proc = start_logged(argv, logs / f"{name}.log", env=env, cwd=cwd)
     (pids / f"{name}.pid").write_text(f"{proc.pid} {start_time(proc.pid) or ''}\n")
     # Popen would warn at exit about a child still running: it is meant to outlive us.
     proc.returncode = 0

@@ -34,41 +34,46 @@ local function describe(c, fallback)
   return fallback
 end
 
--- Complete and Failed never return to False, and the operator no longer
--- reconciles a finished job: they win over a spec edited afterwards.
-local failed = condition("Failed")
-if is_true(failed) then
-  hs.status = "Degraded"
-  hs.message = describe(failed, "the job failed")
+local function verdict(health, message)
+  hs.status = health
+  hs.message = message
   return hs
 end
-local complete = condition("Complete")
-if is_true(complete) then
-  hs.status = "Healthy"
-  hs.message = describe(complete, "the job succeeded")
-  return hs
+
+-- The verdict when the condition of type ctype is True, else nil.
+local function when_true(ctype, health, fallback)
+  local c = condition(ctype)
+  if is_true(c) then
+    return verdict(health, describe(c, fallback))
+  end
+  return nil
+end
+
+-- Complete and Failed never return to False, and the operator no longer
+-- reconciles a finished job: they win over a spec edited afterwards.
+local finished = when_true("Failed", "Degraded", "the job failed")
+  or when_true("Complete", "Healthy", "the job succeeded")
+if finished then
+  return finished
 end
 
 local generation = (obj.metadata or {}).generation
 local observed = status.observedGeneration
 if generation ~= nil and (observed == nil or observed < generation) then
-  hs.status = "Progressing"
-  hs.message = "waiting for the operator to observe generation " .. string.format("%d", generation)
-  return hs
+  return verdict(
+    "Progressing",
+    "waiting for the operator to observe generation " .. string.format("%d", generation)
+  )
 end
 
-local suspended = condition("Suspended")
-if is_true(suspended) then
-  hs.status = "Suspended"
-  hs.message = describe(suspended, "suspended")
-  return hs
+local suspended = when_true("Suspended", "Suspended", "suspended")
+if suspended then
+  return suspended
 end
 
 local running = condition("Running")
-hs.status = "Progressing"
 if running ~= nil and running.status == "Unknown" and running.reason == "HeartbeatStale" then
-  hs.message = describe(running, "the worker stopped reporting")
-  return hs
+  return verdict("Progressing", describe(running, "the worker stopped reporting"))
 end
 
 local summary = status.phase or "Pending"
@@ -78,5 +83,4 @@ end
 if running ~= nil and running.message ~= nil and running.message ~= "" then
   summary = summary .. ": " .. running.message
 end
-hs.message = summary
-return hs
+return verdict("Progressing", summary)

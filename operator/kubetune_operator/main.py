@@ -20,6 +20,13 @@ def _fewer_malloc_arenas() -> None:
         ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
 
 
+def _from_env(
+    parser: argparse.ArgumentParser, flag: str, env: str, default: str, help: str
+) -> None:
+    """A string flag whose default is read from `env` (then `default`)."""
+    parser.add_argument(flag, default=os.environ.get(env, default), help=help)
+
+
 def main(argv: list[str] | None = None) -> int:
     _fewer_malloc_arenas()
     parser = argparse.ArgumentParser(
@@ -34,27 +41,24 @@ def main(argv: list[str] | None = None) -> int:
         help="watch only this namespace (repeatable; default: all, or $WATCH_NAMESPACE)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument(
-        "--liveness",
-        default=os.environ.get("KUBETUNE_LIVENESS", ""),
-        help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz",
-    )
-    parser.add_argument(
-        "--progress-listen",
-        default=os.environ.get("KUBETUNE_PROGRESS_LISTEN", "0.0.0.0:8470"),
-        help="HOST:PORT where workers push progress (empty: workers are polled through S3)",
-    )
-    parser.add_argument(
-        "--progress-url",
-        default=os.environ.get("KUBETUNE_PROGRESS_URL", ""),
-        help="the URL workers push progress to (default: http://127.0.0.1:PORT/v1alpha1/progress; "
+    # The chart sets these through the environment; a flag given wins.
+    _from_env(
+        parser, "--liveness", "KUBETUNE_LIVENESS", "",
+        "serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz",
+    )  # fmt: skip
+    _from_env(
+        parser, "--progress-listen", "KUBETUNE_PROGRESS_LISTEN", "0.0.0.0:8470",
+        "HOST:PORT where workers push progress (empty: workers are polled through S3)",
+    )  # fmt: skip
+    _from_env(
+        parser, "--progress-url", "KUBETUNE_PROGRESS_URL", "",
+        "the URL workers push progress to (default: http://127.0.0.1:PORT/v1alpha1/progress; "
         "in a cluster, the operator's Service)",
-    )
-    parser.add_argument(
-        "--metrics-listen",
-        default=os.environ.get("KUBETUNE_METRICS_LISTEN", "0.0.0.0:8471"),
-        help="HOST:PORT serving Prometheus metrics at /metrics (empty: none)",
-    )
+    )  # fmt: skip
+    _from_env(
+        parser, "--metrics-listen", "KUBETUNE_METRICS_LISTEN", "0.0.0.0:8471",
+        "HOST:PORT serving Prometheus metrics at /metrics (empty: none)",
+    )  # fmt: skip
     parser.add_argument(
         "--kueue",
         action="store_true",

@@ -15,16 +15,38 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 UID = "uid-1"
 
 
-def job(
+def job_body(
     spec: dict[str, Any] | None = None,
     status: dict[str, Any] | None = None,
     *,
-    labels: dict[str, str] | None = None,
+    name: str = "j",
+    namespace: str = "ns",
     uid: str = UID,
-) -> JobView:
-    """Job `ns/j`: a trainable and its storage, and what `spec` adds or replaces."""
+    generation: int = 1,
+    labels: dict[str, str] | None = None,
+    resource_version: str | None = None,
+) -> dict[str, Any]:
+    """Job `ns/j` as the API returns it: a trainable and its storage, and what
+    `spec` adds or replaces."""
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "uid": uid,
+        "generation": generation,
+    }
+    if resource_version is not None:
+        meta["resourceVersion"] = resource_version
+    if labels:
+        meta["labels"] = dict(labels)
     base = {"trainable": "examples.a:B", "storage": {"uri": "s3://b/p"}, **(spec or {})}
-    return JobView("j", "ns", uid, 1, base, dict(status or {}), dict(labels or {}))
+    return {"metadata": meta, "spec": base, "status": dict(status or {})}
+
+
+def job(
+    spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None, **meta: Any
+) -> JobView:
+    """The JobView of job_body(spec, status, **meta)."""
+    return JobView.from_body(job_body(spec, status, **meta))
 
 
 def pod(name: str = "j-worker-1", phase: str = "Running", **kw: Any) -> PodView:

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from operator_factories import progress_doc, worker_pod
+from operator_factories import job_body, progress_doc, worker_pod
 
 from kubetune_operator import kube, storageio
 from kubetune_operator.controller import Controller, ControllerSettings
@@ -60,20 +60,10 @@ class FakeKube:
 
 
 def a_job(**status: Any) -> dict[str, Any]:
-    return {
-        "metadata": {
-            "name": "j",
-            "namespace": "ns",
-            "uid": "u1",
-            "generation": 1,
-            "resourceVersion": "10",
-        },
-        "spec": {
-            "trainable": "m:T",
-            "storage": {"uri": "s3://b/p", "secretRef": {"name": "creds"}},
-        },
-        "status": status,
-    }
+    """The job's body, its storage naming a Secret; uid u1 as worker_pod's job_uid."""
+    storage = {"uri": "s3://b/p", "secretRef": {"name": "creds"}}
+    spec = {"trainable": "m:T", "storage": storage}
+    return job_body(spec, status, uid="u1", resource_version="10")
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from operator_factories import NOW, job
+from operator_factories import NOW, job, worker_pod
 
 from kubetune_operator.conditions import get_condition
 from kubetune_operator.model import PodView
@@ -14,14 +14,11 @@ from kubetune_operator.statemachine import compute_decision
 
 
 def pod_body(waiting: dict[str, str] | None, phase: str = "Pending") -> dict[str, Any]:
+    """The worker pod, its container waiting for `waiting`'s reason (None: running)."""
+    body = worker_pod(uid="pod-uid", phase=phase)
     state = {"waiting": waiting} if waiting is not None else {"running": {}}
-    return {
-        "metadata": {"name": "j-worker-1", "uid": "pod-uid"},
-        "status": {
-            "phase": phase,
-            "containerStatuses": [{"name": "worker", "state": state}],
-        },
-    }
+    body["status"]["containerStatuses"] = [{"name": "worker", "state": state}]
+    return body
 
 
 SECRET = {"reason": "CreateContainerConfigError", "message": 'secret "missing" not found'}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
+import operator_factories as factories
 import pytest
 
 from kubetune_contract import WORKER_SPEC_ENV, WorkerSpec
@@ -28,7 +29,7 @@ def make_job(**spec: object) -> JobView:
         "resources": {"limits": {"nvidia.com/gpu": 1}},
     }
     base.update(spec)
-    return JobView("mnist", "team", "u-1", 3, base, {})
+    return factories.job(base, name="mnist", namespace="team", uid="u-1", generation=3)
 
 
 def env_of(pod: dict) -> dict[str, dict]:

@@ -13,6 +13,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from operator_factories import job
 
 from kubetune.storage import open_storage
 from kubetune.storage.runfolder import RunStore
@@ -25,7 +26,8 @@ STORAGE = {"uri": f"s3://{BUCKET}/exp", "secretRef": {"name": "only-in-team-b"}}
 
 
 def a_job(**spec: Any) -> JobView:
-    return JobView("j", "team-a", "u-1", 1, {"trainable": "m:T", "storage": STORAGE, **spec}, {})
+    """A job of team-a whose storage names team-b's Secret."""
+    return job({"trainable": "m:T", "storage": STORAGE, **spec}, namespace="team-a", uid="u-1")
 
 
 @pytest.fixture
@@ -69,7 +71,7 @@ def test_controller_credentials_of_a_missing_secret(monkeypatch: pytest.MonkeyPa
 def test_progress_is_not_read_with_the_operators_own_credentials(bucket: None) -> None:
     assert storageio.read_progress(a_job(), storageio.credentials_from_secret(None)) is None
     # A job that names no Secret uses the pod's own, as its worker does.
-    unnamed = JobView("j", "team-a", "u-1", 1, {"storage": {"uri": STORAGE["uri"]}}, {})
+    unnamed = job({"storage": {"uri": STORAGE["uri"]}}, namespace="team-a", uid="u-1")
     progress = storageio.read_progress(unnamed, None)
     assert progress is not None and progress.iteration == 3
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +16,16 @@ import jsonschema
 import pytest
 import yaml
 from moto import mock_aws
+from operator_factories import NOW, UID, job
 
 import kubetune_contract as contract
 from kubetune.storage.runfolder import MAX_PROGRESS_BYTES
 from kubetune.storage.s3 import S3Storage
 from kubetune_contract import Progress
 from kubetune_operator import storageio
-from kubetune_operator.model import JobView
 from kubetune_operator.statemachine import cap_result, compute_decision
 
 ROOT = Path(__file__).resolve().parents[3]
-NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-UID = "uid-1"
 RUN = "s3://b/p/ns/j"
 
 
@@ -128,11 +125,6 @@ def test_cap_result_keeps_the_api_happy() -> None:
     assert capped == {"inf": None, "ninf": None, "nan": None, "big": None, "ok": 3}
 
 
-def job(status: dict[str, Any] | None = None) -> JobView:
-    spec = {"trainable": "examples.a:B", "storage": {"uri": "s3://b/p"}}
-    return JobView("j", "ns", UID, 1, spec, dict(status or {}))
-
-
 def test_hostile_progress_never_makes_an_invalid_status() -> None:
     outside = {"path": "s3://evil/x/checkpoint_000009", "iteration": 9}
     doc = good_doc(
@@ -157,11 +149,6 @@ def test_another_runs_progress_never_reaches_status() -> None:
 # --- what the operator reads -------------------------------------------------------
 
 
-def s3_job(uri: str) -> JobView:
-    spec = {"trainable": "m:T", "storage": {"uri": uri}}
-    return JobView("j", "ns", UID, 1, spec, {})
-
-
 @pytest.fixture
 def s3_store(aws_env: None) -> Any:
     storageio._client_for.cache_clear()
@@ -176,7 +163,9 @@ def operator_read(
 ) -> Progress | None:
     s3_store.write_bytes(contract.PROGRESS_FILE, doc)
     with caplog.at_level(logging.WARNING):
-        return storageio.read_progress(s3_job("s3://bkt/p"), None)
+        return storageio.read_progress(
+            job({"trainable": "m:T", "storage": {"uri": "s3://bkt/p"}}), None
+        )
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,11 @@
 """The command line's value syntaxes, parsed into what the SDK takes: a config
 as JSON, @FILE or KEY=VALUE pairs, labels, resources. Pure; each bad value is
-one InvalidSettings naming the flag and an example."""
+one InvalidSettings naming the flag and an example. Also the flags `run` and
+`submit` both take, declared once so the two commands spell them alike."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from collections.abc import Sequence
@@ -13,6 +15,43 @@ from kubetune.sdk.errors import InvalidSettings
 
 GPU_RESOURCE = "nvidia.com/gpu"
 _TRAINABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def add_repeatable(parser: argparse.ArgumentParser, flag: str, metavar: str, help: str) -> None:
+    """A flag taking one or more values, given once or several times."""
+    parser.add_argument(
+        flag, nargs="+", action="extend", default=[], metavar=metavar, help=help + "; repeatable"
+    )
+
+
+def add_checkpoint_options(parser: argparse.ArgumentParser, *, local: bool) -> None:
+    """The checkpoint flags of `run` and `submit`. A local run (`local`) fills in
+    the SDK's defaults here; submit leaves them unset, so the job's spec omits
+    them and the CRD's defaults apply."""
+    parser.add_argument(
+        "--checkpoint-frequency",
+        type=int,
+        default=0 if local else None,
+        metavar="N",
+        help="save every N iterations",
+    )
+    parser.add_argument(
+        "--checkpoint-at-end",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="save when the run completes"
+        + (" (default: on for class trainables)" if local else ""),
+    )
+    parser.add_argument(
+        "--num-to-keep", type=int, metavar="N", help="keep N checkpoints (and latest, best)"
+    )
+    parser.add_argument("--score-attribute", metavar="KEY", help="rank checkpoints by this metric")
+    parser.add_argument(
+        "--score-order",
+        choices=["max", "min"],
+        default="max" if local else None,
+        help="with --score-attribute",
+    )
 
 
 def parse_config(raw: str) -> dict[str, Any]:

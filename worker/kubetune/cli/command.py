@@ -11,7 +11,7 @@ from typing import NoReturn
 
 import kubetune_contract as contract
 from kubetune.cli import jobs as cli_jobs
-from kubetune.cli.args import parse_config
+from kubetune.cli.args import add_checkpoint_options, add_repeatable, parse_config
 from kubetune.cli.jobs_parser import add_commands
 from kubetune.runtime.api import DEFAULT_STORAGE_ROOT, run
 from kubetune.runtime.display import make_reporter
@@ -39,30 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("trainable", metavar="MODULE:ATTR")
     p.add_argument("--config", default="{}", help="JSON object, or @FILE holding one")
-    p.add_argument(
-        "--stop",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="stop once result[KEY] >= VALUE (any criterion); repeatable",
-    )
+    add_repeatable(p, "--stop", "KEY=VALUE", "stop once result[KEY] >= VALUE (any criterion)")
     p.add_argument(
         "--storage", help=f"run folder: a path or s3://... (default ./{DEFAULT_STORAGE_ROOT}/ATTR)"
     )
     p.add_argument("--name", help="run name (default: ATTR)")
-    p.add_argument("--checkpoint-frequency", type=int, default=0, metavar="N")
-    p.add_argument(
-        "--checkpoint-at-end",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="save when the run completes (default: on for class trainables)",
-    )
-    p.add_argument(
-        "--num-to-keep", type=int, metavar="N", help="keep N checkpoints (and latest, best)"
-    )
-    p.add_argument("--score-attribute", metavar="KEY", help="rank checkpoints by this metric")
-    p.add_argument("--score-order", choices=["max", "min"], default="max")
+    add_checkpoint_options(p, local=True)
     p.add_argument("--restore-from", metavar="URI", help="checkpoint folder to start from")
     p.add_argument(
         "--max-failures", type=int, default=0, metavar="N", help="retries on error (-1 = unlimited)"

@@ -6,8 +6,9 @@ results, suspend, resume), kept apart from what the commands do
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, cast
 
+from kubetune.cli.args import add_checkpoint_options, add_repeatable
 from kubetune.cli.jobs import (
     cmd_describe,
     cmd_get,
@@ -31,12 +32,6 @@ def _connection_options() -> argparse.ArgumentParser:
     return common
 
 
-def _many(parser: argparse.ArgumentParser, flag: str, metavar: str, help: str) -> None:
-    parser.add_argument(
-        flag, nargs="+", action="extend", default=[], metavar=metavar, help=help + "; repeatable"
-    )
-
-
 def add_commands(sub: Any) -> None:
     """Registers the cluster commands on `kubetune`'s subparsers."""
     common = _connection_options()
@@ -56,33 +51,25 @@ def add_commands(sub: Any) -> None:
     )
     p.set_defaults(handler=cmd_get)
 
-    p = sub.add_parser(
-        "describe",
-        parents=[common],
+    _on_one_job(
+        sub, common, "describe", cmd_describe,
         help="show a TrainableJob in detail, with its recent events",
-    )
-    p.add_argument("name", metavar="NAME")
-    p.set_defaults(handler=cmd_describe)
+    )  # fmt: skip
 
-    p = sub.add_parser(
-        "logs",
-        parents=[common],
+    p = _on_one_job(
+        sub, common, "logs", cmd_logs,
         help="print the worker's log lines, attempt after attempt",
         description="The worker container's log of each attempt (worker pod 1, 2, ...) in "
         "order; with -f, follows until the job has ended.",
-    )
-    p.add_argument("name", metavar="NAME")
+    )  # fmt: skip
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until it ends")
-    p.set_defaults(handler=cmd_logs)
 
-    p = sub.add_parser(
-        "results",
-        parents=[common],
+    p = _on_one_job(
+        sub, common, "results", cmd_results,
         help="print the rows of a job's result.json",
         description="Reads result.json from the job's S3 folder with this machine's AWS "
         "credentials (environment or profile).",
-    )
-    p.add_argument("name", metavar="NAME")
+    )  # fmt: skip
     p.add_argument(
         "-o",
         "--output",
@@ -94,21 +81,29 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "--endpoint-url", metavar="URL", help="S3 endpoint from here (default: the job's own)"
     )
-    p.set_defaults(handler=cmd_results)
 
     for verb, until, what in (
         ("suspend", "Suspended", "checkpoint the job and stop its worker (nothing is lost)"),
         ("resume", "Running", "start a suspended job again from its checkpoint"),
     ):
-        p = sub.add_parser(
-            verb, parents=[common], help=what, description=what[0].upper() + what[1:] + "."
+        handler = cmd_suspend if verb == "suspend" else cmd_resume
+        p = _on_one_job(
+            sub, common, verb, handler, help=what, description=what[0].upper() + what[1:] + "."
         )
-        p.add_argument("name", metavar="NAME")
         p.add_argument("--wait", action="store_true", help=f"return once the job is {until}")
         p.add_argument(
             "--timeout", type=float, metavar="SECONDS", help="with --wait: give up after this long"
         )
-        p.set_defaults(handler=cmd_suspend if verb == "suspend" else cmd_resume)
+
+
+def _on_one_job(
+    sub: Any, common: argparse.ArgumentParser, verb: str, handler: Any, **texts: str
+) -> argparse.ArgumentParser:
+    """A command acting on the one TrainableJob its NAME argument names."""
+    p = sub.add_parser(verb, parents=[common], **texts)
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(handler=handler)
+    return cast(argparse.ArgumentParser, p)
 
 
 def _add_submit(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -131,28 +126,17 @@ def _add_submit(sub: Any, common: argparse.ArgumentParser) -> None:
         help="results and checkpoints go to <storage>/<namespace>/<name>/",
     )
     p.add_argument("--name", help="the job's name (default: ATTR and a random suffix)")
-    _many(
+    add_repeatable(
         p,
         "--config",
         "KEY=VALUE",
         "config entry (VALUE as JSON when it parses, else a string), or a JSON object, "
         "or @FILE holding one",
     )
-    _many(p, "--stop", "KEY=VALUE", "stop once result[KEY] >= VALUE (any criterion)")
-    p.add_argument("--checkpoint-frequency", type=int, metavar="N", help="save every N iterations")
-    p.add_argument(
-        "--checkpoint-at-end",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="save when the run completes",
-    )
-    p.add_argument(
-        "--num-to-keep", type=int, metavar="N", help="keep N checkpoints (and latest, best)"
-    )
-    p.add_argument("--score-attribute", metavar="KEY", help="rank checkpoints by this metric")
-    p.add_argument("--score-order", choices=["max", "min"], help="with --score-attribute")
+    add_repeatable(p, "--stop", "KEY=VALUE", "stop once result[KEY] >= VALUE (any criterion)")
+    add_checkpoint_options(p, local=False)
     p.add_argument("--gpus", type=int, metavar="N", help="GPUs for the worker (nvidia.com/gpu)")
-    _many(
+    add_repeatable(
         p,
         "--resources",
         "KEY=QUANTITY",
@@ -165,7 +149,7 @@ def _add_submit(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--storage-secret", metavar="NAME", help="Secret with the worker's S3 credentials"
     )
-    _many(p, "--label", "KEY=VALUE", "label of the TrainableJob")
+    add_repeatable(p, "--label", "KEY=VALUE", "label of the TrainableJob")
     p.add_argument(
         "--max-failures", type=int, metavar="N", help="restarts from the latest checkpoint"
     )

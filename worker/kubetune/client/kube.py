@@ -84,27 +84,23 @@ class Kube:
 
     # TrainableJobs
 
+    def _custom(
+        self, what: str, verb: str, namespace: str, plural: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        """One `{verb}_namespaced_custom_object` call on our API group, its errors
+        turned into NotFound or ClusterError naming `what`."""
+        method = getattr(self._objects(), f"{verb}_namespaced_custom_object")
+        return self._call(what, method, API_GROUP, API_VERSION, namespace, plural, *args, **kwargs)
+
     def _create(
         self, kind: str, plural: str, namespace: str, body: dict[str, Any]
     ) -> dict[str, Any]:
-        return cast(
-            dict[str, Any],
-            self._call(
-                f"creating {kind} {namespace}/{body['metadata']['name']}",
-                self._objects().create_namespaced_custom_object,
-                API_GROUP, API_VERSION, namespace, plural, body,
-            ),
-        )  # fmt: skip
+        what = f"creating {kind} {namespace}/{body['metadata']['name']}"
+        return cast(dict[str, Any], self._custom(what, "create", namespace, plural, body))
 
     def _get(self, kind: str, plural: str, namespace: str, name: str) -> dict[str, Any]:
-        return cast(
-            dict[str, Any],
-            self._call(
-                f"{kind} {namespace}/{name}",
-                self._objects().get_namespaced_custom_object,
-                API_GROUP, API_VERSION, namespace, plural, name,
-            ),
-        )  # fmt: skip
+        what = f"{kind} {namespace}/{name}"
+        return cast(dict[str, Any], self._custom(what, "get", namespace, plural, name))
 
     def create_job(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._create(KIND, PLURAL, namespace, body)
@@ -113,29 +109,15 @@ class Kube:
         return self._get(KIND, PLURAL, namespace, name)
 
     def list_jobs(self, namespace: str) -> list[dict[str, Any]]:
-        found = self._call(
-            f"TrainableJobs in {namespace}",
-            self._objects().list_namespaced_custom_object,
-            API_GROUP, API_VERSION, namespace, PLURAL,
-        )  # fmt: skip
+        found = self._custom(f"TrainableJobs in {namespace}", "list", namespace, PLURAL)
         return list(found.get("items") or [])
 
     def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return cast(
-            dict[str, Any],
-            self._call(
-                f"patching TrainableJob {namespace}/{name}",
-                self._objects().patch_namespaced_custom_object,
-                API_GROUP, API_VERSION, namespace, PLURAL, name, patch,
-            ),
-        )  # fmt: skip
+        what = f"patching TrainableJob {namespace}/{name}"
+        return cast(dict[str, Any], self._custom(what, "patch", namespace, PLURAL, name, patch))
 
     def delete_job(self, namespace: str, name: str) -> None:
-        self._call(
-            f"deleting TrainableJob {namespace}/{name}",
-            self._objects().delete_namespaced_custom_object,
-            API_GROUP, API_VERSION, namespace, PLURAL, name,
-        )  # fmt: skip
+        self._custom(f"deleting TrainableJob {namespace}/{name}", "delete", namespace, PLURAL, name)
 
     def watch_job(
         self, namespace: str, name: str, resource_version: str, timeout_s: int, plural: str = PLURAL
@@ -169,10 +151,8 @@ class Kube:
         return self._get("TrainableSweep", SWEEP_PLURAL, namespace, name)
 
     def trials(self, namespace: str, sweep: str) -> list[dict[str, Any]]:
-        found = self._call(
-            f"trials of TrainableSweep {namespace}/{sweep}",
-            self._objects().list_namespaced_custom_object,
-            API_GROUP, API_VERSION, namespace, PLURAL,
+        found = self._custom(
+            f"trials of TrainableSweep {namespace}/{sweep}", "list", namespace, PLURAL,
             label_selector=f"{LABEL_SWEEP}={sweep}",
         )  # fmt: skip
         return list(found.get("items") or [])

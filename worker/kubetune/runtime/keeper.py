@@ -6,6 +6,7 @@ commits."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +20,15 @@ from kubetune.storage.checkpoints import CheckpointInfo
 from kubetune.storage.runfolder import RunStore
 
 
+@dataclass(eq=False)
 class CheckpointKeeper:
-    def __init__(
-        self,
-        store: RunStore,
-        state: RunState,
-        sink: ProgressSink,
-        config: CheckpointConfig,
-        reporter: Reporter,
-    ) -> None:
-        self.store = store
-        self.state = state
-        self.sink = sink
-        self.config = config
-        self.reporter = reporter
-        self._score_seen = False  # the score attribute was in a checkpoint's result
+    store: RunStore
+    state: RunState
+    sink: ProgressSink
+    config: CheckpointConfig
+    reporter: Reporter
+    # The score attribute was in a checkpoint's result.
+    _score_seen: bool = field(default=False, init=False)
 
     def commit(self, folder: str, iteration: int, result: dict[str, Any]) -> CheckpointInfo:
         """`folder` as the checkpoint of `iteration`, whose result is `result`."""

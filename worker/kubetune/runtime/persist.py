@@ -30,18 +30,13 @@ _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APP
 def _fallback(value: Any) -> Any:
     """What JSON cannot hold: numpy/torch scalars and arrays by value, the rest
     as str (Ray's result logger does the same)."""
-    item = getattr(value, "item", None)
-    if callable(item):
-        try:
-            return item()
-        except (TypeError, ValueError, RuntimeError):
-            pass
-    tolist = getattr(value, "tolist", None)
-    if callable(tolist):
-        try:
-            return tolist()
-        except (TypeError, ValueError, RuntimeError):
-            pass
+    for name in ("item", "tolist"):  # a scalar's item() first; an array's item() raises
+        convert = getattr(value, name, None)
+        if callable(convert):
+            try:
+                return convert()
+            except (TypeError, ValueError, RuntimeError):
+                pass
     return str(value)
 
 

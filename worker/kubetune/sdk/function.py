@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubetune.sdk.checkpoint import Checkpoint
@@ -23,23 +24,16 @@ class StopTraining(BaseException):
     BaseException so that `except Exception` in user code lets it through."""
 
 
+@dataclass(eq=False)
 class _Session:
     """What report() and friends talk to while a function runs under the loop."""
 
-    def __init__(
-        self,
-        on_report: Callable[[dict[str, Any], Checkpoint | None], None],
-        trial_info: TrialInfo,
-        trial_dir: str,
-        storage_uri: str,
-        stop_requested: Callable[[], bool],
-    ) -> None:
-        self.on_report = on_report
-        self.trial_info = trial_info
-        self.trial_dir = trial_dir
-        self.storage_uri = storage_uri
-        self.stop_requested = stop_requested
-        self.checkpoint: Checkpoint | None = None
+    on_report: Callable[[dict[str, Any], Checkpoint | None], None]
+    trial_info: TrialInfo
+    trial_dir: str
+    storage_uri: str
+    stop_requested: Callable[[], bool]
+    checkpoint: Checkpoint | None = field(default=None, init=False)
 
 
 _session: _Session | None = None

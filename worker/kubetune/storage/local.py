@@ -67,8 +67,7 @@ class LocalStorage(Storage):
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            _discard(tmp)
             raise
         return tmp
 
@@ -78,8 +77,7 @@ class LocalStorage(Storage):
         try:
             os.replace(tmp, target)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            _discard(tmp)
             raise
 
     def write_bytes_if_absent(self, path: str, data: bytes) -> bool:
@@ -93,8 +91,7 @@ class LocalStorage(Storage):
         except FileExistsError:
             return False
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            _discard(tmp)
         return True
 
     def append_bytes(self, path: str, data: bytes) -> None:
@@ -181,3 +178,9 @@ def _iter_files(root: Path) -> list[Path]:
             if p.is_file():
                 files.append(p)
     return files
+
+
+def _discard(tmp: str) -> None:
+    """Removes a temporary file a write left behind; one already gone is fine."""
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)

@@ -34,8 +34,9 @@ from typing import Any, Literal
 
 from kubetune_operator.sweeps.algorithms.objective import (
     MissingMetric,
-    check_objective,
+    Objective,
     metric_value,
+    require,
 )
 
 __all__ = ["CONTINUE", "STOP", "Asha", "MissingMetric", "count_milestones", "percentile"]
@@ -95,7 +96,7 @@ class _Bracket:
         return CONTINUE, None
 
 
-class Asha:
+class Asha(Objective):
     """Asynchronous successive halving over the results of a sweep's trials."""
 
     def __init__(
@@ -110,25 +111,19 @@ class Asha:
         brackets: int = 1,
         seed: int = 0,
     ) -> None:
-        check_objective(metric, mode, time_attr)
-        if not grace_period > 0:
-            raise ValueError(f"grace_period must be > 0, got {grace_period}")
-        if not reduction_factor > 1:
-            raise ValueError(f"reduction_factor must be > 1, got {reduction_factor}")
-        if not max_t >= grace_period:
-            raise ValueError(f"max_t must be >= grace_period ({grace_period}), got {max_t}")
+        super().__init__(metric, mode, time_attr)
+        require(grace_period > 0, "grace_period", "> 0", grace_period)
+        require(reduction_factor > 1, "reduction_factor", "> 1", reduction_factor)
+        require(max_t >= grace_period, "max_t", f">= grace_period ({grace_period})", max_t)
         most = count_milestones(grace_period, reduction_factor, max_t)
-        if not isinstance(brackets, int) or not 1 <= brackets <= most:
-            raise ValueError(
-                f"brackets must be an integer in 1..{most} for these grace_period,"
-                f" reduction_factor and max_t, got {brackets}"
-            )
-        self.metric = metric
-        self.mode = mode
-        self.time_attr = time_attr
+        require(
+            isinstance(brackets, int) and 1 <= brackets <= most,
+            "brackets",
+            f"an integer in 1..{most} for these grace_period, reduction_factor and max_t",
+            brackets,
+        )
         self.max_t = max_t
         self.seed = seed
-        self._sign = 1.0 if mode == "max" else -1.0
         self._brackets = [
             _Bracket(grace_period, max_t, reduction_factor, s) for s in range(brackets)
         ]

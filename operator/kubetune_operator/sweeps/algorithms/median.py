@@ -26,8 +26,9 @@ from typing import Any, Literal
 
 from kubetune_operator.sweeps.algorithms.objective import (
     MissingMetric,
-    check_objective,
+    Objective,
     metric_value,
+    require,
 )
 
 __all__ = ["Median", "MissingMetric"]
@@ -35,7 +36,7 @@ __all__ = ["Median", "MissingMetric"]
 MedianDecision = Literal["CONTINUE", "STOP", "PAUSE"]
 
 
-class Median:
+class Median(Objective):
     """Median stopping rule over the results of a sweep's trials."""
 
     def __init__(
@@ -49,18 +50,16 @@ class Median:
         min_time_slice: float = 0,
         hard_stop: bool = True,
     ) -> None:
-        check_objective(metric, mode, time_attr)
-        if grace_period < 0:
-            raise ValueError(f"grace_period must be >= 0, got {grace_period}")
-        if not isinstance(min_samples_required, int) or min_samples_required < 1:
-            raise ValueError(
-                f"min_samples_required must be an integer >= 1, got {min_samples_required}"
-            )
-        if min_time_slice < 0:
-            raise ValueError(f"min_time_slice must be >= 0, got {min_time_slice}")
-        self.metric = metric
-        self.mode = mode
-        self.time_attr = time_attr
+        super().__init__(metric, mode, time_attr)
+        # `not x < 0` rather than `x >= 0`: a NaN passes, as it always has.
+        require(not grace_period < 0, "grace_period", ">= 0", grace_period)
+        require(
+            isinstance(min_samples_required, int) and min_samples_required >= 1,
+            "min_samples_required",
+            "an integer >= 1",
+            min_samples_required,
+        )
+        require(not min_time_slice < 0, "min_time_slice", ">= 0", min_time_slice)
         self.grace_period = grace_period
         self.min_samples_required = min_samples_required
         self.min_time_slice = min_time_slice

@@ -43,8 +43,9 @@ from typing import Any
 
 from kubetune_operator.sweeps.algorithms.objective import (
     MissingMetric,
-    check_objective,
+    Objective,
     metric_value,
+    require,
 )
 from kubetune_operator.sweeps.algorithms.space import SpaceError, check_distribution, sample
 
@@ -145,7 +146,7 @@ def quantiles(ranked: Sequence[str], quantile_fraction: float) -> tuple[list[str
     return list(ranked[:n]), list(ranked[len(ranked) - n :])
 
 
-class Pbt:
+class Pbt(Objective):
     """Population based training over a sweep's trials; see the module doc."""
 
     def __init__(
@@ -161,28 +162,28 @@ class Pbt:
         hyperparam_mutations: Mapping[str, Any],
         seed: int = 0,
     ) -> None:
-        check_objective(metric, mode, time_attr)
-        if not perturbation_interval > 0:
-            raise ValueError(f"perturbation_interval must be > 0, got {perturbation_interval}")
-        if not 0 <= quantile_fraction <= 0.5:
-            raise ValueError(f"quantile_fraction must be in [0, 0.5], got {quantile_fraction}")
-        if not 0 <= resample_probability <= 1:
-            raise ValueError(f"resample_probability must be in [0, 1], got {resample_probability}")
+        super().__init__(metric, mode, time_attr)
+        require(perturbation_interval > 0, "perturbation_interval", "> 0", perturbation_interval)
+        require(
+            0 <= quantile_fraction <= 0.5, "quantile_fraction", "in [0, 0.5]", quantile_fraction
+        )
+        require(
+            0 <= resample_probability <= 1,
+            "resample_probability",
+            "in [0, 1]",
+            resample_probability,
+        )
         if not perturbation_factors:
             raise ValueError("perturbation_factors must not be empty, e.g. [1.2, 0.8]")
         try:
             check_mutations(hyperparam_mutations)
         except SpaceError as err:
             raise ValueError(str(err)) from None
-        self.metric = metric
-        self.mode = mode
-        self.time_attr = time_attr
         self.perturbation_interval = perturbation_interval
         self.quantile_fraction = quantile_fraction
         self.resample_probability = resample_probability
         self.perturbation_factors = tuple(perturbation_factors)
         self.mutations = dict(hyperparam_mutations)
-        self._sign = 1.0 if mode == "max" else -1.0
         self._rng = random.Random(seed)
         self._trials: dict[str, _TrialState] = {}
 
