@@ -1,121 +1,24 @@
 """The contract the worker, the operator, the client and the tools all speak:
-the API's group, version, kinds and labels; exit codes; the run folder's
-names; how the operator hands a job to a worker pod and how the worker pushes
-its progress back; and the one progress document type.
+the API's group, version, kinds and labels (`api`); exit codes (`exit_codes`);
+the run folder's names (`run_folder`); how the operator hands a job to a
+worker pod and how the worker pushes its progress back (`worker_env`); and the
+one progress document type (`progress`). Every name of those modules is here
+too, as `kubetune_contract.NAME`.
 
 Standard library only, so the operator (and anything else) can use it without
 the SDK's runtime; nothing else in the project redefines what is here."""
 
-from kubetune_contract.api import (
-    API_GROUP,
-    API_VERSION,
-    KIND,
-    LABEL_ATTEMPT,
-    LABEL_JOB,
-    LABEL_JOB_UID,
-    LABEL_SWEEP,
-    PLURAL,
-    SWEEP_KIND,
-    SWEEP_PLURAL,
-    WORKER_CONTAINER,
-)
-from kubetune_contract.exit_codes import (
-    EXIT_BAD_CHECKPOINT,
-    EXIT_BAD_TRAINABLE,
-    EXIT_DISK_FULL,
-    EXIT_OK,
-    EXIT_REASONS,
-    EXIT_RUN_CONFLICT,
-    EXIT_STOP_UNSAVED,
-    EXIT_STOPPED,
-    EXIT_STORAGE,
-    EXIT_TRAINABLE_ERROR,
-    EXIT_USAGE,
-    HOPELESS_EXIT_CODES,
-)
-from kubetune_contract.progress import (
-    COMPLETED,
-    FAILED,
-    RUNNING,
-    STOPPED,
-    Progress,
-)
-from kubetune_contract.run_folder import (
-    CHECKPOINT_MANIFEST,
-    CHECKPOINT_PREFIX,
-    CODE_DIR,
-    PARAMS_FILE,
-    PROGRESS_FILE,
-    RESULT_FILE,
-    RESULTS_DIR,
-    RUN_FILE,
-    checkpoint_dirname,
-    code_key,
-    code_uri,
-    is_own_checkpoint,
-    is_sha256_hex,
-    is_within_run,
-)
-from kubetune_contract.worker_env import (
-    PROGRESS_AUDIENCE,
-    PROGRESS_CA_FILE_ENV,
-    PROGRESS_MAX_BODY,
-    PROGRESS_TOKEN_FILE_ENV,
-    PROGRESS_URL_ENV,
-    TERMINATION_MESSAGE_PATH,
-    WORKER_SPEC_ENV,
-    WorkerSpec,
-)
+from kubetune_contract import api, exit_codes, progress, run_folder, worker_env
+from kubetune_contract.api import *  # noqa: F403
+from kubetune_contract.exit_codes import *  # noqa: F403
+from kubetune_contract.progress import *  # noqa: F403
+from kubetune_contract.run_folder import *  # noqa: F403
+from kubetune_contract.worker_env import *  # noqa: F403
 
 __all__ = [
-    "API_GROUP",
-    "API_VERSION",
-    "CHECKPOINT_MANIFEST",
-    "CHECKPOINT_PREFIX",
-    "CODE_DIR",
-    "COMPLETED",
-    "EXIT_BAD_CHECKPOINT",
-    "EXIT_BAD_TRAINABLE",
-    "EXIT_DISK_FULL",
-    "EXIT_OK",
-    "EXIT_REASONS",
-    "EXIT_RUN_CONFLICT",
-    "EXIT_STOPPED",
-    "EXIT_STOP_UNSAVED",
-    "EXIT_STORAGE",
-    "EXIT_TRAINABLE_ERROR",
-    "EXIT_USAGE",
-    "FAILED",
-    "HOPELESS_EXIT_CODES",
-    "KIND",
-    "LABEL_ATTEMPT",
-    "LABEL_JOB",
-    "LABEL_JOB_UID",
-    "LABEL_SWEEP",
-    "PARAMS_FILE",
-    "PLURAL",
-    "PROGRESS_AUDIENCE",
-    "PROGRESS_CA_FILE_ENV",
-    "PROGRESS_FILE",
-    "PROGRESS_MAX_BODY",
-    "PROGRESS_TOKEN_FILE_ENV",
-    "PROGRESS_URL_ENV",
-    "RESULTS_DIR",
-    "RESULT_FILE",
-    "RUNNING",
-    "RUN_FILE",
-    "STOPPED",
-    "SWEEP_KIND",
-    "SWEEP_PLURAL",
-    "TERMINATION_MESSAGE_PATH",
-    "WORKER_CONTAINER",
-    "WORKER_SPEC_ENV",
-    "Progress",
-    "WorkerSpec",
-    "checkpoint_dirname",
-    "code_key",
-    "code_uri",
-    "is_own_checkpoint",
-    "is_sha256_hex",
-    "is_within_run",
+    *api.__all__,
+    *exit_codes.__all__,
+    *progress.__all__,
+    *run_folder.__all__,
+    *worker_env.__all__,
 ]

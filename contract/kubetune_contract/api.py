@@ -4,6 +4,20 @@ operator puts on the pods and jobs it makes."""
 
 from __future__ import annotations
 
+__all__ = [
+    "API_GROUP",
+    "API_VERSION",
+    "KIND",
+    "LABEL_ATTEMPT",
+    "LABEL_JOB",
+    "LABEL_JOB_UID",
+    "LABEL_SWEEP",
+    "PLURAL",
+    "SWEEP_KIND",
+    "SWEEP_PLURAL",
+    "WORKER_CONTAINER",
+]
+
 API_GROUP = "kubetune.io"
 API_VERSION = "v1alpha1"
 KIND = "TrainableJob"

@@ -4,6 +4,21 @@ success, a retryable failure, a hopeless input or a requested stop."""
 
 from __future__ import annotations
 
+__all__ = [
+    "EXIT_BAD_CHECKPOINT",
+    "EXIT_BAD_TRAINABLE",
+    "EXIT_DISK_FULL",
+    "EXIT_OK",
+    "EXIT_REASONS",
+    "EXIT_RUN_CONFLICT",
+    "EXIT_STOPPED",
+    "EXIT_STOP_UNSAVED",
+    "EXIT_STORAGE",
+    "EXIT_TRAINABLE_ERROR",
+    "EXIT_USAGE",
+    "HOPELESS_EXIT_CODES",
+]
+
 # The operator decides from these alone whether a pod's end is success, a
 # retryable failure, a hopeless input or a requested stop.
 EXIT_OK = 0  # stop criterion reached or the trainable said done

@@ -13,6 +13,25 @@ from typing import Any
 
 from kubetune_contract.run_folder import is_own_checkpoint
 
+__all__ = [
+    "COMPLETED",
+    "FAILED",
+    "MAX_CHECKPOINTS",
+    "MAX_COUNT",
+    "MAX_MESSAGE",
+    "MAX_PATH",
+    "MAX_REASON",
+    "MAX_RESULT_KEYS",
+    "MAX_STRING",
+    "RUNNING",
+    "STATES",
+    "STOPPED",
+    "Progress",
+    "checkpoint_entry",
+    "count",
+    "unix_time",
+]
+
 # The run's state as the worker reports it.
 RUNNING, COMPLETED, STOPPED, FAILED = "running", "completed", "stopped", "failed"
 STATES = (RUNNING, COMPLETED, STOPPED, FAILED)

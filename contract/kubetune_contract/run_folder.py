@@ -6,6 +6,23 @@ from __future__ import annotations
 
 import re
 
+__all__ = [
+    "CHECKPOINT_MANIFEST",
+    "CHECKPOINT_PREFIX",
+    "CODE_DIR",
+    "PARAMS_FILE",
+    "PROGRESS_FILE",
+    "RESULTS_DIR",
+    "RESULT_FILE",
+    "RUN_FILE",
+    "checkpoint_dirname",
+    "code_key",
+    "code_uri",
+    "is_own_checkpoint",
+    "is_sha256_hex",
+    "is_within_run",
+]
+
 PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
 CHECKPOINT_PREFIX = "checkpoint_"

@@ -9,6 +9,17 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+__all__ = [
+    "PROGRESS_AUDIENCE",
+    "PROGRESS_CA_FILE_ENV",
+    "PROGRESS_MAX_BODY",
+    "PROGRESS_TOKEN_FILE_ENV",
+    "PROGRESS_URL_ENV",
+    "TERMINATION_MESSAGE_PATH",
+    "WORKER_SPEC_ENV",
+    "WorkerSpec",
+]
+
 # Where the worker writes its one-line reason on exit; the node agent (like the
 # kubelet) copies it into containerStatuses[].state.terminated.message.
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"

@@ -44,7 +44,8 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, _HOMES
 
 # Each public name's module, imported on first use: `import kubetune.storage`
 # (what the operator does) loads no runtime, and a worker or a local run never
-# loads the Kubernetes client that kubetune.submit and kubetune.Tuner need.
+# loads the Kubernetes client that kubetune.submit and kubetune.Tuner need. The
+# names of __all__ not listed here are the client's (kubetune.client).
 _HOMES = {
     "run": "kubetune.runtime.api",
     "RunFailed": "kubetune.runtime.outcome",
@@ -69,22 +70,6 @@ _HOMES = {
         ("choice", "grid_search", "loguniform", "quniform", "randint", "uniform"),
         "kubetune.search",
     ),
-    **dict.fromkeys(
-        (
-            "ClusterError",
-            "Job",
-            "JobFailed",
-            "NotFound",
-            "ResultGrid",
-            "RunConfig",
-            "SweepFailed",
-            "TuneConfig",
-            "Tuner",
-            "WaitTimeout",
-            "submit",
-        ),
-        "kubetune.client",
-    ),
 }
 _SUBMODULES = ("schedulers",)  # Ray's `tune.schedulers.ASHAScheduler`
 
@@ -92,7 +77,7 @@ _SUBMODULES = ("schedulers",)  # Ray's `tune.schedulers.ASHAScheduler`
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         return importlib.import_module(f"kubetune.{name}")
-    home = _HOMES.get(name)
+    home = _HOMES.get(name, "kubetune.client" if name in __all__ else None)
     if home is None:
         raise AttributeError(f"module 'kubetune' has no attribute {name!r}")
     value = getattr(importlib.import_module(home), name)
@@ -101,7 +86,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOMES, *_SUBMODULES})
+    return sorted({*globals(), *_HOMES, *__all__, *_SUBMODULES})
 
 
 __all__ = [
