@@ -128,7 +128,16 @@ def healthy(lay: Layout) -> bool:
     return Api(lay).get("/readyz")[0] == 200 and s3_answers(lay)
 
 
-def _check_ports(lay: Layout, nodes: list[NodeSpec]) -> None:
+# How long `up` waits for a port still held before it names the holder: longer
+# right after it stopped a stale cluster, whose listeners may close late.
+PORTS_SETTLE_S = 5.0
+STALE_PORTS_SETTLE_S = 30.0
+
+
+def _check_ports(lay: Layout, nodes: list[NodeSpec], settle_s: float) -> None:
+    """Every port the cluster needs is free, waiting up to `settle_s` for those
+    still held: the listeners of processes that were just stopped (a stale
+    cluster's) can outlive their stop by a moment on a loaded machine."""
     p = lay.ports
     wanted = {
         p.etcd_client: "etcd",
@@ -139,14 +148,17 @@ def _check_ports(lay: Layout, nodes: list[NodeSpec]) -> None:
         p.s3: "the S3 server",
     }
     wanted.update({p.kubelet_base + i: f"node {n.name}" for i, n in enumerate(nodes)})
-    for port, who in wanted.items():
-        if port_in_use(port):
+    deadline = time.monotonic() + settle_s
+    while busy := [port for port in wanted if port_in_use(port)]:
+        if time.monotonic() >= deadline:
+            port = busy[0]
             owner = port_owner(port) or "an unknown process"
             raise SetupError(
-                f"port {port} (needed by {who}) is in use by {owner}: stop it, "
+                f"port {port} (needed by {wanted[port]}) is in use by {owner}: stop it, "
                 "or run `make cluster-down` if it is an earlier cluster",
                 code=4,
             )
+        time.sleep(0.2)
 
 
 def _check_host() -> None:
@@ -243,9 +255,12 @@ def _up(lay: Layout, nodes: list[NodeSpec]) -> int:
             "cleaning it up and starting again"
         )
         _down(lay, quiet=True)
+        settle_s = STALE_PORTS_SETTLE_S
+    else:
+        settle_s = PORTS_SETTLE_S
     _check_host()
     ensure_built(lay)
-    _check_ports(lay, nodes)
+    _check_ports(lay, nodes, settle_s)
     build_done = time.monotonic()
     for folder in (lay.state, lay.logs, lay.pids, lay.etcd_data, lay.s3_data, lay.pods):
         folder.mkdir(parents=True, exist_ok=True)
