@@ -19,7 +19,9 @@ STORAGE="$CACHE/buildah"
 # Bump when base() makes a different tree: a cached base with another recipe is rebuilt.
 BASE_RECIPE=1
 
-VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$REPO/pyproject.toml" | head -n1)"
+# The one source of the version (pyproject.toml reads it too).
+VERSION="$(sed -n 's/^VERSION = "\(.*\)"$/\1/p' "$REPO/worker/kubetune/sdk/version.py")"
+[ -n "$VERSION" ] || { echo "no VERSION in worker/kubetune/sdk/version.py" >&2; exit 1; }
 IMAGE="${KUBETUNE_IMAGE:-localhost/kubetune:$VERSION}"
 # The base is made under exactly the name the Dockerfile's first FROM uses,
 # e.g. docker.io/library/debian:bookworm-slim, so the Dockerfile stays standard.

@@ -64,8 +64,8 @@ def test_dockerfile_copies_only_what_the_context_holds() -> None:
     sources = [src for parts in copies for src in parts[:-1] if not src.startswith("--")]
     for src in sources:
         assert not dockerignored(src), f"{src} is copied but excluded by .dockerignore"
-    assert {"pyproject.toml", "worker/", "operator/", "examples/"} <= set(sources)
-    for src in ("pyproject.toml", "worker", "operator"):
+    assert {"pyproject.toml", "contract/", "worker/", "operator/", "examples/"} <= set(sources)
+    for src in ("pyproject.toml", "contract", "worker", "operator"):
         assert (ROOT / src).exists(), src
 
 
