@@ -20,7 +20,14 @@ from kubetune.runtime.disk import disk_full
 from kubetune.runtime.display import summarize
 from kubetune.runtime.function_driver import FunctionDriver
 from kubetune.runtime.keeper import CheckpointKeeper
-from kubetune.runtime.outcome import Outcome, RunOptions, RunResult, UserError, state_of
+from kubetune.runtime.outcome import (
+    Outcome,
+    RunOptions,
+    RunResult,
+    UserError,
+    classify,
+    state_of,
+)
 from kubetune.runtime.parts import RunParts
 from kubetune.runtime.persist import Persister
 from kubetune.runtime.push import ProgressPusher
@@ -31,8 +38,6 @@ from kubetune.sdk.checkpoint import Checkpoint, TrainingResult, is_remote
 from kubetune.sdk.errors import (
     InvalidCheckpoint,
     InvalidTrainable,
-    KubetuneError,
-    StepResultError,
     is_disk_full,
     one_line,
 )
@@ -40,24 +45,20 @@ from kubetune.sdk.function import FunctionTrainable
 from kubetune.sdk.result_keys import TRIAL_INFO, TrialInfo
 from kubetune.sdk.stopping import StopCriteria
 from kubetune.sdk.trainable import StorageContext, Trainable, implements_save
-from kubetune.storage import StorageError, open_storage
+from kubetune.storage import open_storage
 from kubetune.storage.checkpoints import (
     CheckpointError,
     CheckpointInfo,
     download_checkpoint,
     open_checkpoint,
 )
-from kubetune.storage.runfolder import RunConflictError, RunStore
+from kubetune.storage.runfolder import RunStore
 from kubetune_contract import (
-    EXIT_BAD_CHECKPOINT,
-    EXIT_BAD_TRAINABLE,
     EXIT_OK,
     EXIT_REASONS,
-    EXIT_RUN_CONFLICT,
     EXIT_STOP_UNSAVED,
     EXIT_STOPPED,
     EXIT_STORAGE,
-    EXIT_TRAINABLE_ERROR,
 )
 
 __all__ = ["RunOptions", "RunResult", "Runner"]
@@ -114,7 +115,8 @@ class Runner:
             interrupted = exc
             outcome = Outcome(EXIT_STOP_UNSAVED, f"interrupted at iteration {self.state.iteration}")
         except BaseException as exc:
-            outcome = self._classify(exc)
+            self.state.error = exc.original if isinstance(exc, UserError) else exc
+            outcome = classify(exc, self.state.failures, self.opts.max_failures)
         try:
             outcome = self._close(outcome)
         finally:
@@ -123,29 +125,6 @@ class Runner:
         if interrupted is not None:
             raise interrupted
         return result
-
-    def _classify(self, exc: BaseException) -> Outcome:
-        self.state.error = exc.original if isinstance(exc, UserError) else exc
-        if isinstance(exc, UserError):
-            return Outcome(
-                EXIT_TRAINABLE_ERROR,
-                f"{exc} (after {self.state.failures} failure(s), "
-                f"max_failures={self.opts.max_failures})",
-            )
-        if isinstance(exc, KubetuneError):
-            return Outcome(exc.exit_code, str(exc))
-        if isinstance(exc, StepResultError):
-            return Outcome(EXIT_BAD_TRAINABLE, str(exc))
-        if isinstance(exc, StorageError):
-            return Outcome(EXIT_STORAGE, str(exc))
-        if isinstance(exc, RunConflictError):
-            return Outcome(EXIT_RUN_CONFLICT, str(exc))
-        if isinstance(exc, CheckpointError):
-            return Outcome(EXIT_BAD_CHECKPOINT, str(exc))
-        if isinstance(exc, SystemExit):
-            return Outcome(EXIT_TRAINABLE_ERROR, f"the trainable called exit({exc.code})")
-        sys.stderr.write(format_user_traceback(exc, keep_all=True))
-        return Outcome(EXIT_TRAINABLE_ERROR, f"internal error: {one_line(exc)}")
 
     def _open(self) -> None:
         opts = self.opts

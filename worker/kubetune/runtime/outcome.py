@@ -3,16 +3,20 @@ small types the loop passes around on the way."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import kubetune_contract as contract
 from kubetune.runtime.display import Reporter
 from kubetune.runtime.signals import StopSignals
+from kubetune.runtime.tracebacks import format_user_traceback
 from kubetune.sdk.checkpoint import Checkpoint
 from kubetune.sdk.checkpoint_config import CheckpointConfig
-from kubetune.sdk.errors import KubetuneError, one_line
-from kubetune.storage.checkpoints import CheckpointInfo
+from kubetune.sdk.errors import KubetuneError, StepResultError, one_line
+from kubetune.storage import StorageError
+from kubetune.storage.checkpoints import CheckpointError, CheckpointInfo
+from kubetune.storage.runfolder import RunConflictError
 from kubetune_contract import COMPLETED, FAILED, STOPPED
 
 
@@ -100,3 +104,27 @@ class RunFailed(KubetuneError):
         super().__init__(message)
         self.result = result
         self.exit_code = exit_code
+
+
+def classify(exc: BaseException, failures: int, max_failures: int) -> Outcome:
+    """How a run ends when `exc` ended it: the exit code its kind maps to and
+    one line; anything unforeseen is an internal error, its traceback printed."""
+    if isinstance(exc, UserError):
+        return Outcome(
+            contract.EXIT_TRAINABLE_ERROR,
+            f"{exc} (after {failures} failure(s), max_failures={max_failures})",
+        )
+    if isinstance(exc, KubetuneError):
+        return Outcome(exc.exit_code, str(exc))
+    if isinstance(exc, StepResultError):
+        return Outcome(contract.EXIT_BAD_TRAINABLE, str(exc))
+    if isinstance(exc, StorageError):
+        return Outcome(contract.EXIT_STORAGE, str(exc))
+    if isinstance(exc, RunConflictError):
+        return Outcome(contract.EXIT_RUN_CONFLICT, str(exc))
+    if isinstance(exc, CheckpointError):
+        return Outcome(contract.EXIT_BAD_CHECKPOINT, str(exc))
+    if isinstance(exc, SystemExit):
+        return Outcome(contract.EXIT_TRAINABLE_ERROR, f"the trainable called exit({exc.code})")
+    sys.stderr.write(format_user_traceback(exc, keep_all=True))
+    return Outcome(contract.EXIT_TRAINABLE_ERROR, f"internal error: {one_line(exc)}")
