@@ -21,6 +21,7 @@ from kubetune.sdk.function import (
     _set_session,
     to_metrics,
 )
+from kubetune.sdk.trainable import Trainable
 from kubetune.storage import StorageError
 from kubetune.storage.checkpoints import CheckpointError
 from kubetune.storage.runfolder import RunConflictError
@@ -37,7 +38,8 @@ class FunctionDriver:
         self._fatal: BaseException | None = None
         self._last_report = 0.0
 
-    def drive(self, ft: FunctionTrainable) -> Outcome:
+    def drive(self, ft: Trainable) -> Outcome:
+        assert isinstance(ft, FunctionTrainable)  # the loop makes one for a function
         signals = self.parts.signals
         session = _Session(
             on_report=self._on_report,

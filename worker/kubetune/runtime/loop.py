@@ -245,10 +245,6 @@ class Runner:
         self.state.iteration = instance.iteration
         # Results after this iteration replace what an earlier attempt stored.
         self.sink.begin(self.state.iteration)
-        self.sink.next_tick = 0.0
-        if isinstance(self.driver, FunctionDriver):
-            assert isinstance(instance, FunctionTrainable)
-            return self.driver.drive(instance)
         return self.driver.drive(instance)
 
     def _restore(self, instance: Trainable, info: CheckpointInfo) -> None:

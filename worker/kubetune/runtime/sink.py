@@ -100,4 +100,6 @@ class ProgressSink:
         self.persister.flush()
 
     def begin(self, iteration: int) -> None:
+        """An attempt continues after `iteration`: its first result ticks at once."""
         self.persister.begin(iteration)
+        self.next_tick = 0.0
