@@ -27,8 +27,8 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, _HOMES
     )
     from kubetune.runtime.api import run
     from kubetune.runtime.outcome import RunFailed, RunResult
-    from kubetune.sdk.checkpoint import Checkpoint, TrainingResult
     from kubetune.sdk.checkpoint_config import CheckpointConfig
+    from kubetune.sdk.checkpoint_handle import Checkpoint, TrainingResult
     from kubetune.sdk.errors import (
         InvalidCheckpoint,
         InvalidSettings,
@@ -50,8 +50,8 @@ _HOMES = {
     "run": "kubetune.runtime.api",
     "RunFailed": "kubetune.runtime.outcome",
     "RunResult": "kubetune.runtime.outcome",
-    "Checkpoint": "kubetune.sdk.checkpoint",
-    "TrainingResult": "kubetune.sdk.checkpoint",
+    "Checkpoint": "kubetune.sdk.checkpoint_handle",
+    "TrainingResult": "kubetune.sdk.checkpoint_handle",
     "CheckpointConfig": "kubetune.sdk.checkpoint_config",
     "InvalidCheckpoint": "kubetune.sdk.errors",
     "InvalidSettings": "kubetune.sdk.errors",

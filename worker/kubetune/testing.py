@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from typing import Any
 
-from kubetune.sdk.checkpoint import Checkpoint, TrainingResult
+from kubetune.sdk.checkpoint_handle import Checkpoint, TrainingResult
 from kubetune.sdk.trainable import Trainable
 
 

@@ -202,7 +202,7 @@ def test_progress_documents_match_the_workers_shape() -> None:
 
 
 def test_the_progress_document_has_the_same_keys_as_the_workers() -> None:
-    from kubetune.runtime.progress import build_progress
+    from kubetune.runtime.progress_builder import build_progress
 
     ours = loadgen.progress_doc("u", 1, now=1.0, started=0.0)
     theirs = build_progress(

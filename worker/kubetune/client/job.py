@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from kubetune.client.kube import Kube, NotFound
-from kubetune.sdk.checkpoint import Checkpoint
+from kubetune.sdk.checkpoint_handle import Checkpoint
 from kubetune.sdk.errors import KubetuneError
 
 TERMINAL = ("Succeeded", "Failed")

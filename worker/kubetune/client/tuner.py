@@ -24,8 +24,8 @@ from kubetune.client.job import WATCH_RENEW_S, WaitTimeout
 from kubetune.client.kube import Kube
 from kubetune.client.submit import checkpoint_spec, resources_spec, upload_code
 from kubetune.runtime import shipping
-from kubetune.sdk.checkpoint import Checkpoint
 from kubetune.sdk.checkpoint_config import CheckpointConfig
+from kubetune.sdk.checkpoint_handle import Checkpoint
 from kubetune.sdk.errors import InvalidSettings, KubetuneError
 from kubetune_contract import API_GROUP, API_VERSION, SWEEP_PLURAL
 

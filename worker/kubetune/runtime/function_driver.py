@@ -12,7 +12,7 @@ from typing import Any
 
 from kubetune.runtime.outcome import Outcome, UserError
 from kubetune.runtime.parts import RunParts
-from kubetune.sdk.checkpoint import Checkpoint
+from kubetune.sdk.checkpoint_handle import Checkpoint
 from kubetune.sdk.errors import InvalidTrainable, KubetuneError
 from kubetune.sdk.function import (
     FunctionTrainable,

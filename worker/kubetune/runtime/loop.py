@@ -34,7 +34,7 @@ from kubetune.runtime.push import ProgressPusher
 from kubetune.runtime.sink import ProgressSink
 from kubetune.runtime.state import RunState
 from kubetune.runtime.tracebacks import format_user_traceback
-from kubetune.sdk.checkpoint import Checkpoint, TrainingResult, is_remote
+from kubetune.sdk.checkpoint_handle import Checkpoint, TrainingResult, is_remote
 from kubetune.sdk.errors import (
     InvalidCheckpoint,
     InvalidTrainable,

@@ -28,7 +28,7 @@ OLD_LAYOUT = (
 # 0.1.0's modules and their homes now.
 OLD_MODULES: dict[str, str] = {
     "kubetune.api": "kubetune.runtime.api",
-    "kubetune.checkpoint_dir": "kubetune.sdk.checkpoint",
+    "kubetune.checkpoint_dir": "kubetune.sdk.checkpoint_handle",
     "kubetune.checkpoints": "kubetune.storage.checkpoints",
     "kubetune.cli": "kubetune.cli.command",  # now a package: its own names first
     "kubetune.cli_args": "kubetune.cli.args",
@@ -47,7 +47,7 @@ OLD_MODULES: dict[str, str] = {
     "kubetune.outcome": "kubetune.runtime.outcome",
     "kubetune.persist": "kubetune.runtime.persist",
     "kubetune.policy": "kubetune.sdk.checkpoint_config",
-    "kubetune.progress": "kubetune.runtime.progress",
+    "kubetune.progress": "kubetune.runtime.progress_builder",
     "kubetune.protocol": "kubetune_contract",
     "kubetune.push": "kubetune.runtime.push",
     "kubetune.result": "kubetune.sdk.result_keys",

@@ -11,8 +11,8 @@ import kubetune_contract as contract
 from kubetune.runtime.display import Reporter
 from kubetune.runtime.signals import StopSignals
 from kubetune.runtime.tracebacks import format_user_traceback
-from kubetune.sdk.checkpoint import Checkpoint
 from kubetune.sdk.checkpoint_config import CheckpointConfig
+from kubetune.sdk.checkpoint_handle import Checkpoint
 from kubetune.sdk.errors import KubetuneError, StepResultError, one_line
 from kubetune.storage import StorageError
 from kubetune.storage.checkpoints import CheckpointError, CheckpointInfo

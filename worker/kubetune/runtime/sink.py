@@ -10,7 +10,7 @@ import time
 
 from kubetune.runtime.display import Reporter
 from kubetune.runtime.persist import Persister
-from kubetune.runtime.progress import build_progress
+from kubetune.runtime.progress_builder import build_progress
 from kubetune.runtime.state import RunState
 from kubetune.sdk.checkpoint_config import CheckpointConfig
 from kubetune.storage.checkpoints import CheckpointInfo, pick_best

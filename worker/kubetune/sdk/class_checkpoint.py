@@ -17,7 +17,7 @@ from typing import Any
 import cloudpickle
 
 import kubetune_contract as contract
-from kubetune.sdk.checkpoint import Checkpoint, TrainingResult, is_remote
+from kubetune.sdk.checkpoint_handle import Checkpoint, TrainingResult, is_remote
 from kubetune.sdk.errors import describe
 from kubetune.sdk.result_keys import EPISODES_TOTAL, TIMESTEPS_TOTAL, TRAINING_ITERATION
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubetune.sdk.checkpoint import Checkpoint
+from kubetune.sdk.checkpoint_handle import Checkpoint
 from kubetune.sdk.errors import describe
 from kubetune.sdk.result_keys import TrialInfo
 from kubetune.sdk.trainable import Trainable

@@ -15,7 +15,7 @@ import time
 import warnings
 from typing import Any
 
-from kubetune.sdk.checkpoint import Checkpoint, TrainingResult
+from kubetune.sdk.checkpoint_handle import Checkpoint, TrainingResult
 from kubetune.sdk.class_checkpoint import (
     counter_metrics,
     load_saved,

@@ -230,7 +230,7 @@ def test_last_result_caps_keys_and_strings(tmp_path):
     assert len(last) == 30 and next(iter(last)) == "training_iteration"
     assert "m00" in last
     wide = go(tmp_path, Wide, folder="run2", stop={"training_iteration": 1}).metrics
-    from kubetune.runtime.progress import scalar_result
+    from kubetune.runtime.progress_builder import scalar_result
 
     small = scalar_result({"text": "y" * 1000, "nan": float("nan")})
     assert small == {"text": "y" * 256, "nan": "NaN"}

@@ -240,7 +240,7 @@ def test_summary_and_reporters():
 
 
 def test_progress_values_are_json_safe():
-    from kubetune.runtime.progress import build_progress
+    from kubetune.runtime.progress_builder import build_progress
 
     doc = build_progress(
         run_id=None,
