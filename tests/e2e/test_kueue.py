@@ -12,6 +12,7 @@ started with --kueue serves these namespaces only.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -172,6 +173,41 @@ def results_of(s3: Any, manifest: dict[str, Any], namespace: str) -> list[int]:
     return [r["training_iteration"] for r in read_results(s3, uri)]
 
 
+def wait_complete(namespace: str, name: str, timeout_s: int = 120) -> None:
+    """wait_condition(Complete), and on a timeout what Kueue and the operator
+    said: the jobs' phases, each Workload's conditions and the operator's lines
+    about the namespace, so a failure in CI can be read without the cluster."""
+    try:
+        wait_condition(namespace, name, "Complete", timeout_s)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{queue_story(namespace)}") from None
+
+
+def queue_story(namespace: str) -> str:
+    lines = ["jobs:"]
+    jobs = json.loads(kubectl("-n", namespace, "get", "tj", "-o", "json").stdout)["items"]
+    for job in jobs:
+        st = job.get("status") or {}
+        admitted = condition(job, "Admitted")
+        lines.append(
+            f"  {job['metadata']['name']}: {st.get('phase')} iteration={st.get('iteration')} "
+            f"Admitted={admitted.get('status')} {admitted.get('message', '')}"
+        )
+    lines.append("workloads:")
+    found = json.loads(kubectl("-n", namespace, "get", "workloads", "-o", "json").stdout)
+    for wl in found["items"]:
+        lines.append(f"  {wl['metadata']['name']} active={wl['spec'].get('active')}")
+        for c in (wl.get("status") or {}).get("conditions") or []:
+            lines.append(f"    {c['type']}={c['status']} {c.get('reason')}: {c.get('message')}")
+    pods = kubectl("-n", namespace, "get", "pods", "-o", "wide", check=False)
+    lines.append(f"pods:\n{pods.stdout}{pods.stderr}")
+    log = REPO / ".cluster" / "logs" / "operator-kueue-e2e.log"
+    mine = [ln for ln in log.read_text(errors="replace").splitlines() if namespace in ln]
+    lines.append("operator log:")
+    lines.extend(f"  {ln[:300]}" for ln in mine[-40:])
+    return "\n".join(lines)
+
+
 def events_of(namespace: str, name: str) -> str:
     return kubectl(
         "-n", namespace, "get", "events", f"--field-selector=involvedObject.name={name}",
@@ -212,7 +248,7 @@ def test_kueue_quota_holds_the_second_job_until_the_first_finishes(
         time.sleep(0.05)
     assert started is not None and freed is not None, "second never started"
     assert get_job(ns, "first")["status"]["phase"] == "Succeeded"
-    wait_condition(ns, "second", "Complete")
+    wait_complete(ns, "second")
     # The Workload is marked Finished right after the job's status.
     deadline = time.monotonic() + 10
     while not wl_true(workload_of(cluster, ns, "second"), "Finished"):
@@ -256,8 +292,8 @@ def test_kueue_high_priority_preempts_low_without_losing_work(
     assert job["status"]["preemptions"] == 1 and job["status"]["failures"] == 0
     assert "Preempted" in events_of(ns, "low")
 
-    wait_condition(ns, "high", "Complete", 120)
-    wait_condition(ns, "low", "Complete", 180)
+    wait_complete(ns, "high", 120)
+    wait_complete(ns, "low", 180)
     final = get_job(ns, "low")["status"]
     assert (final["preemptions"], final["failures"]) == (1, 0), final
     iterations = results_of(s3, low, ns)
@@ -290,8 +326,8 @@ def test_kueue_user_suspend_frees_quota_and_resume_requeues(
     job = wait_for(ns, "first", phase_is("Pending"), what="first queued again")
     assert condition(job, "Admitted")["status"] == "False"
     assert pods_of(cluster, ns, "first") == []
-    wait_condition(ns, "second", "Complete", 120)
-    wait_condition(ns, "first", "Complete", 150)
+    wait_complete(ns, "second", 120)
+    wait_complete(ns, "first", 150)
     final = get_job(ns, "first")["status"]
     assert (final["preemptions"], final["failures"]) == (0, 0), final
     iterations = results_of(s3, first, ns)
@@ -320,8 +356,8 @@ def test_kueue_restarts_of_kueue_and_the_operator_change_nothing(
     kueue_operator.kill()  # mid-preemption
     kueue_operator.start()
     local_kueue.restart_kueue(kueue_lay)
-    wait_condition(ns, "high", "Complete", 150)
-    wait_condition(ns, "low", "Complete", 180)
+    wait_complete(ns, "high", 150)
+    wait_complete(ns, "low", 180)
     final = get_job(ns, "low")["status"]
     assert (final["preemptions"], final["failures"]) == (1, 0), final
     assert final["attempt"] == 2  # one pod before the preemption, one after
@@ -346,7 +382,7 @@ def test_kueue_delete_releases_quota_missing_queue_is_shown_unlabelled_runs(
     assert [p.metadata.name for p in pods_of(cluster, ns, "doomed")] == ["doomed-worker-1"]
     assert get_job(ns, "waiting")["status"]["phase"] == "Pending"
     kubectl("-n", ns, "delete", "tj", "doomed", "--wait=false")
-    wait_condition(ns, "waiting", "Complete", 120)
+    wait_complete(ns, "waiting", 120)
 
     lost = queued_job("lost", stop={"training_iteration": 3})
     lost["metadata"]["labels"][f"{GROUP}/queue-name"] = "no-such-queue"
@@ -359,7 +395,7 @@ def test_kueue_delete_releases_quota_missing_queue_is_shown_unlabelled_runs(
 
     plain = job_manifest("plain", config={"sleep": 0.02}, stop={"training_iteration": 3})
     apply(ns, plain)
-    wait_condition(ns, "plain", "Complete", 90)
+    wait_complete(ns, "plain", 90)
     assert workload_of(cluster, ns, "plain") is None
     assert not condition(get_job(ns, "plain"), "Admitted")
 
