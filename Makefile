@@ -35,18 +35,23 @@ lint: venv ## ruff, mypy and the import contracts (lint-imports; pyproject's [to
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 unit: venv ## Fast unit tests (no cluster)
-	$(VENV)/bin/pytest -q tests/unit
+	$(VENV)/bin/pytest -q -n 2 tests/unit
 
-e2e: venv cluster-up ## End-to-end tests on the real local cluster
-	$(VENV)/bin/pytest -q tests/e2e
+# The parallel phase's pytest-xdist workers (hack/e2e.sh).
+E2E_WORKERS ?= 3
+export E2E_WORKERS
 
-test: venv lint ## Everything CI runs: lint, unit tests, the cluster and the end-to-end tests, the image and its tests
-	$(VENV)/bin/pytest -q tests/unit
-	@# On a cold machine the Go builds keep the CPUs busy while the image build
-	@# mostly downloads and copies files: side by side they overlap.
-	$(MAKE) -j2 --output-sync=line cluster-up image
-	$(VENV)/bin/pytest -q tests/e2e
-	$(MAKE) image-test
+e2e: venv cluster-up ## End-to-end tests on the real local cluster: a parallel phase, then the serial one
+	bash hack/e2e.sh
+
+test: ## Everything CI runs: lint, unit tests, the cluster and the end-to-end tests, the image and its tests (hack/test.sh)
+	bash hack/test.sh
+
+# The job lifecycle on the cluster: create, run, suspend, resume, fail, restore, delete.
+QUICK_E2E := tests/e2e/test_operator_lifecycle.py tests/e2e/test_operator_failures.py
+test-quick: venv lint cluster-up ## Before a commit (about 5 min warm): lint, unit tests, the job lifecycle end to end
+	$(VENV)/bin/pytest -q -n 2 tests/unit
+	$(VENV)/bin/pytest -q --durations=10 -n $(E2E_WORKERS) $(QUICK_E2E)
 
 image: ## Build the Dockerfile with buildah, its Debian base made here (root; cached in ~/.cache/kubetune)
 	bash hack/image.sh build
@@ -83,4 +88,4 @@ BENCH_OPERATOR ?= current
 bench-scale: venv cluster-up ## Operator at scale on kwok nodes (BENCH_JOBS=1000,10000 BENCH_OPERATOR=current|baseline)
 	$(PY) bench/scale.py --jobs $(BENCH_JOBS) --operator $(BENCH_OPERATOR) $(BENCH_SCALE_ARGS)
 
-.PHONY: help venv examples-deps example demo lint unit e2e test image image-test cluster-build cluster-up cluster-down kueue-up kueue-down generate bench bench-scale
+.PHONY: help venv examples-deps example demo lint unit e2e test test-quick image image-test cluster-build cluster-up cluster-down kueue-up kueue-down generate bench bench-scale

@@ -2,7 +2,15 @@
 up and healthy, else started with `python -m localcluster up`), a fresh
 namespace per test, kubectl and official-client helpers, and the S3 settings.
 
-Every test under tests/e2e is marked `e2e`.
+Every test under tests/e2e is marked `e2e`. The suite runs in two phases
+(`make e2e`): in parallel (pytest-xdist, `-m "not serial"`), each worker
+with namespaces and operators of its own, then, one at a time, the tests
+marked `serial` here: those that disturb the whole cluster (restarting the
+control plane, losing a node, stopping S3, replacing the CRDs, a second
+cluster beside) and the secret-leak scan of the whole run. Modules whose
+pods hold GPUs share one xdist group, run one test after the other in one
+worker: the cluster has three GPUs, and their tests count on finding them
+free.
 """
 
 # The typed client takes models and marks every field Optional; these tests pass
@@ -13,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -27,18 +36,54 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # localcluster lives at the repo root, outside the package dirs
     sys.path.insert(0, str(REPO))
 
-from evidence import EvidenceKeeper, keep_evidence  # noqa: E402
+from evidence import EvidenceKeeper  # noqa: E402
+from operator_fixtures import FIGURES, NAMESPACE_PREFIX, reported_figures  # noqa: E402
 
 from localcluster.cluster import healthy  # noqa: E402
 from localcluster.config import Layout  # noqa: E402
 from localcluster.testing import Cluster, read_env_file  # noqa: E402
 
+# Modules that disturb the whole cluster, or read all of it: run alone.
+SERIAL_MODULES = frozenset(
+    {
+        "test_chaos_control_plane",  # restarts the API server and etcd
+        "test_chaos_node",  # taints and loses a node
+        "test_chaos_s3",  # stops the S3 server
+        "test_chart_upgrade",  # applies the previous release's CRDs
+        "test_cluster_up",  # a second cluster beside this one
+        "test_zz_secret_leaks",  # scans every log of the run: last
+    }
+)
+# Modules whose pods hold GPUs: one after the other, in one worker.
+GPU_MODULES = frozenset(
+    {
+        "test_cluster_gpus",
+        "test_crd_validation",
+        "test_fuzz_manifests",
+        "test_kueue",
+        "test_operator_lifecycle",
+        "test_pytorch_example",
+    }
+)
+# Modules with a module-scoped fixture of their own: their tests in one worker.
+GROUPED_MODULES = frozenset({"test_operator_scale"})
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.e2e)
+        path = Path(str(item.fspath))
+        if here not in path.parents:
+            continue
+        item.add_marker(pytest.mark.e2e)
+        if path.stem in SERIAL_MODULES:
+            item.add_marker(pytest.mark.serial)
+        # With --dist loadgroup the rest go one test at a time to whichever
+        # worker is free.
+        if path.stem in GPU_MODULES:
+            item.add_marker(pytest.mark.xdist_group("gpu"))
+        elif path.stem in GROUPED_MODULES:
+            item.add_marker(pytest.mark.xdist_group(path.stem))
 
 
 def _start_cluster(lay: Layout) -> None:
@@ -88,7 +133,7 @@ def _slug(text: str) -> str:
 @pytest.fixture
 def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace (with its default service account ready), deleted afterwards."""
-    name = f"{_slug(request.node.name)}-{uuid.uuid4().hex[:5]}"
+    name = f"{NAMESPACE_PREFIX}{_slug(request.node.name)}-{uuid.uuid4().hex[:5]}"
     cluster.create_namespace(name)
     yield name
     # Deletion goes on in the background: pods there still get their grace period.
@@ -99,11 +144,41 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
             raise
 
 
-@pytest.fixture(scope="session", autouse=True)
-def evidence() -> Iterator[EvidenceKeeper]:
-    """Keeps every pod log, event, job status and Secret value of the run for
-    the secret-leak check that ends it (test_zz_secret_leaks.py)."""
-    yield from keep_evidence(Layout.discover().state)
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In the one process that runs a phase (the xdist controller, or pytest
+    alone): keep every pod log, event, job status and Secret value of the run
+    for the secret-leak check that ends it (test_zz_secret_leaks.py)."""
+    if _is_xdist_worker(config) or not _runs_e2e(config):
+        return
+    shutil.rmtree(FIGURES, ignore_errors=True)
+    keeper = EvidenceKeeper(Layout.discover().state)
+    keeper.start()
+    config.stash[EVIDENCE] = keeper
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    keeper = config.stash.get(EVIDENCE, None)
+    if keeper is not None:
+        keeper.close()
+
+
+def _runs_e2e(config: pytest.Config) -> bool:
+    here = Path(__file__).parent
+    return any(here in (Path(a).resolve(), *Path(a).resolve().parents) for a in config.args)
+
+
+EVIDENCE = pytest.StashKey[EvidenceKeeper]()
+
+
+@pytest.fixture(scope="session")
+def evidence(request: pytest.FixtureRequest) -> EvidenceKeeper:
+    keeper = request.config.stash.get(EVIDENCE, None)
+    assert keeper is not None, "the evidence keeper runs in the process that runs the phase"
+    return keeper
 
 
 # The chart's fixtures (a `kubetune-helm-*` namespace, a release of the chart installed in it)
@@ -113,9 +188,8 @@ from operator_fixtures import crd_installed, job_ns, operator, s3  # noqa: E402,
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    from operator_fixtures import FIGURES
-
-    if FIGURES:
+    figures = reported_figures()
+    if figures:
         terminalreporter.section("kubetune figures")
-        for line in FIGURES:
+        for line in figures:
             terminalreporter.write_line(line)

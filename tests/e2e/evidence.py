@@ -9,8 +9,11 @@ their test namespaces. So, for the whole run, this keeps:
   the same file) after the pod's folder is gone;
 - every event and every TrainableJob status the API server showed, one JSON
   object a line in `.cluster/logs/e2e-objects.jsonl`;
-- the values of every Opaque Secret created meanwhile, in memory only (they
-  are what the check looks for), through `secret_scan.register_secret_value`.
+- the values of every Opaque Secret created meanwhile (they are what the
+  check looks for), through `secret_scan.register_secret_value` and in
+  `.cluster/e2e-secret-values.json`, outside the folders the check reads: the
+  run's parallel phase and its serial phase are two processes, and the scan
+  ends the second.
 
 A pod that comes and goes within one poll (0.5 s) can escape the log keeper.
 """
@@ -24,7 +27,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,7 @@ class EvidenceKeeper:
         self.kept_logs = state / "logs" / "e2e-pods"
         self.objects = state / "logs" / "e2e-objects.jsonl"
         self.kubeconfig = state / "kubeconfig"
+        self.secret_values = state / "e2e-secret-values.json"
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -190,18 +194,24 @@ class EvidenceKeeper:
     def _register_secret(self, secret: dict[str, Any]) -> None:
         if secret.get("type") != "Opaque":
             return  # tokens, Helm's release records: not credentials a job carries
+        values = set()
         for value in (secret.get("data") or {}).values():
             with contextlib.suppress(ValueError, UnicodeDecodeError):
-                register_secret_value(base64.b64decode(value).decode())
+                values.add(register_secret_value(base64.b64decode(value).decode()))
+        with self._lock:
+            kept = self.kept_secret_values()
+            if values - kept:
+                self.secret_values.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.secret_values, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    json.dump(sorted(kept | values), fh)
 
-
-def keep_evidence(state: Path) -> Iterator[EvidenceKeeper]:
-    keeper = EvidenceKeeper(state)
-    keeper.start()
-    try:
-        yield keeper
-    finally:
-        keeper.close()
+    def kept_secret_values(self) -> set[str]:
+        """Every value registered by this run's phases (and earlier runs')."""
+        try:
+            return set(json.loads(self.secret_values.read_text()))
+        except FileNotFoundError:
+            return set()
 
 
 def _entries(folder: Path) -> list[Path]:

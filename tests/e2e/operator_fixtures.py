@@ -28,28 +28,68 @@ from kubetune.storage.runfolder import RunStore
 from localcluster.testing import Cluster, read_env_file
 
 REPO = Path(__file__).resolve().parents[2]
-# Figures the tests measure (latencies, timings), printed in pytest's summary.
-FIGURES: list[str] = []
+LOGS = REPO / ".cluster" / "logs"
+# Figures the tests measure (latencies, timings), printed in pytest's summary:
+# a file per process, since the parallel phase's workers measure them.
+FIGURES = LOGS / "e2e-figures"
 
 
 def report_figure(line: str) -> None:
-    FIGURES.append(line)
     print(line)
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    with (FIGURES / f"{WORKER or 'serial'}.txt").open("a") as fh:
+        fh.write(line + "\n")
+
+
+def reported_figures() -> list[str]:
+    return [
+        line
+        for path in sorted(FIGURES.glob("*.txt"))
+        for line in path.read_text().splitlines()
+        if line
+    ]
+
+
+def operator_log(name: str) -> Path:
+    """The log of one of this process's operators (each worker has its own)."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    return LOGS / f"{name}{'-' + WORKER if WORKER else ''}.log"
 
 
 BUCKET = "kubetune-e2e"
 SECRET = "s3-credentials"
 # Namespaces the chart-installed operator owns; the test operator process skips them.
 HELM_NAMESPACE_PREFIX = "kubetune-helm-"
+# The parallel phase runs the suite in pytest-xdist workers (gw0, gw1 ...): each
+# names its namespaces after itself and has operators of its own, serving
+# only those, on ports of its own. The serial phase (no worker) keeps the
+# plain names and the base ports.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+NAMESPACE_PREFIX = f"{WORKER}-" if WORKER else ""
 # The test operator's endpoints (pods are local processes: 127.0.0.1 reaches it),
 # away from the defaults a demo or benchmark operator uses; moved with the
 # cluster's ports (KUBETUNE_PORT_OFFSET) so a second cluster's tests can run beside.
 PORT_OFFSET = int(os.environ.get("KUBETUNE_PORT_OFFSET") or "0")
-PROGRESS_PORT = 18470 + PORT_OFFSET
-METRICS_PORT = 18471 + PORT_OFFSET
+PORT_BASE = 18470 + PORT_OFFSET + (20 * (int(WORKER[2:]) + 1) if WORKER[2:].isdigit() else 0)
+PROGRESS_PORT = PORT_BASE
+METRICS_PORT = PORT_BASE + 1
 # The Kueue tests' namespaces (named after the tests, test_kueue_*) have an
 # operator of their own, started with --kueue (tests/e2e/test_kueue.py).
-KUEUE_NAMESPACE_PREFIX = "test-kueue-"
+KUEUE_NAMESPACE_PREFIX = f"{NAMESPACE_PREFIX}test-kueue-"
+KUEUE_PORTS = (PORT_BASE + 10, PORT_BASE + 11)
+# What the test operator serves: this worker's namespaces but the Kueue
+# tests'; in the serial phase, everything no other operator owns.
+TEST_OPERATOR_NAMESPACES = (
+    f"{NAMESPACE_PREFIX}*,!{KUEUE_NAMESPACE_PREFIX}*"
+    if WORKER
+    else f"!{HELM_NAMESPACE_PREFIX}*,!bench-*,!{KUEUE_NAMESPACE_PREFIX}*"
+)
+
+
+def served_by_test_operator(namespace: str) -> bool:
+    if namespace.startswith((HELM_NAMESPACE_PREFIX, "bench-", KUEUE_NAMESPACE_PREFIX)):
+        return False
+    return namespace.startswith(NAMESPACE_PREFIX)
 
 
 def cluster_env() -> dict[str, str]:
@@ -93,7 +133,7 @@ class OperatorProcess:
     def __init__(
         self,
         log_path: Path,
-        namespaces: str = f"!{HELM_NAMESPACE_PREFIX}*,!bench-*,!{KUEUE_NAMESPACE_PREFIX}*",
+        namespaces: str = TEST_OPERATOR_NAMESPACES,
         ports: tuple[int, int] = (PROGRESS_PORT, METRICS_PORT),
         extra_args: tuple[str, ...] = (),
     ) -> None:
@@ -113,12 +153,11 @@ class OperatorProcess:
             [
                 str(Path(sys.executable).parent / "kubetune-operator"),
                 "--verbose",
-                # Every namespace but the Helm install test's, whose operator
-                # (installed by the chart) must have its jobs to itself. One
-                # pattern: kopf ORs separate --namespace patterns together, and
-                # a leading "!" glob implies "everything but".
-                # The scale benchmark's and the Kueue tests' namespaces have
-                # their own operators too.
+                # One pattern (TEST_OPERATOR_NAMESPACES by default): kopf ORs
+                # separate --namespace patterns together, and a leading "!"
+                # glob implies "everything but". The Helm tests', the scale
+                # benchmark's and the Kueue tests' namespaces have operators
+                # of their own.
                 f"--namespace={self.namespaces}",
                 f"--progress-listen=127.0.0.1:{self.ports[0]}",
                 f"--metrics-listen=127.0.0.1:{self.ports[1]}",
@@ -176,10 +215,8 @@ def stop_demo_operator() -> None:
 
 @pytest.fixture(scope="session")
 def operator(crd_installed: None) -> Iterator[OperatorProcess]:
-    logs = REPO / ".cluster" / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     stop_demo_operator()
-    op = OperatorProcess(logs / "operator-e2e.log")
+    op = OperatorProcess(operator_log("operator-e2e"))
     op.start()
     yield op
     op.stop()

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from operator_fixtures import (
     KUEUE_NAMESPACE_PREFIX,
-    PORT_OFFSET,
+    KUEUE_PORTS,
     REPO,
     OperatorProcess,
     apply,
@@ -30,6 +30,7 @@ from operator_fixtures import (
     get_job,
     job_manifest,
     kubectl,
+    operator_log,
     phase_is,
     read_results,
     report_figure,
@@ -51,7 +52,7 @@ GROUP, VERSION = "kueue.x-k8s.io", "v1beta2"
 QUEUE = "team-a"
 EXAMPLE = REPO / "examples" / "kueue" / "queues.yaml"
 GPU_NODES = ("kt-gpu1", "kt-gpu2")
-KUEUE_METRICS_PORT = 18481 + PORT_OFFSET
+KUEUE_METRICS_PORT = KUEUE_PORTS[1]
 QUIET_S = 10
 
 
@@ -72,12 +73,10 @@ def kueue_lay(cluster: Cluster) -> Layout:
 @pytest.fixture(scope="module")
 def kueue_operator(crd_installed: None, kueue_lay: Layout) -> Iterator[OperatorProcess]:
     stop_demo_operator()
-    logs = REPO / ".cluster" / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     op = OperatorProcess(
-        logs / "operator-kueue-e2e.log",
+        operator_log("operator-kueue-e2e"),
         namespaces=f"{KUEUE_NAMESPACE_PREFIX}*",
-        ports=(18480 + PORT_OFFSET, KUEUE_METRICS_PORT),
+        ports=KUEUE_PORTS,
         extra_args=("--kueue",),
     )
     op.start()
@@ -201,7 +200,7 @@ def queue_story(namespace: str) -> str:
             lines.append(f"    {c['type']}={c['status']} {c.get('reason')}: {c.get('message')}")
     pods = kubectl("-n", namespace, "get", "pods", "-o", "wide", check=False)
     lines.append(f"pods:\n{pods.stdout}{pods.stderr}")
-    log = REPO / ".cluster" / "logs" / "operator-kueue-e2e.log"
+    log = operator_log("operator-kueue-e2e")
     mine = [ln for ln in log.read_text(errors="replace").splitlines() if namespace in ln]
     lines.append("operator log:")
     lines.extend(f"  {ln[:300]}" for ln in mine[-40:])

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from operator_fixtures import (
-    KUEUE_NAMESPACE_PREFIX,
     OperatorProcess,
     apply,
     get_job,
@@ -20,6 +19,7 @@ from operator_fixtures import (
     phase_is,
     report_figure,
     request_counts,
+    served_by_test_operator,
     set_suspend,
     wait_for,
 )
@@ -38,8 +38,7 @@ def unfinished_jobs_elsewhere(namespace: str) -> list[str]:
     for line in out.stdout.splitlines():
         where, _, phase = line.partition("=")
         ns = where.split("/")[0]
-        others = ("bench-", "kubetune-helm-", KUEUE_NAMESPACE_PREFIX)  # other operators'
-        ours = ns != namespace and not ns.startswith(others)
+        ours = ns != namespace and served_by_test_operator(ns)
         if ours and phase not in ("Succeeded", "Failed", "Suspended"):
             busy.append(line)
     return busy

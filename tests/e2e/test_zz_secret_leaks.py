@@ -1,8 +1,10 @@
 """Ends the end-to-end run (its name sorts last): no secret value appears in
 any log, event or TrainableJob status of the whole run.
 
-The values are every Opaque Secret's created during the run (the jobs' S3
-credentials, any test's own Secret) and the local S3 server's secret key. The
+It runs last in the serial phase, after the parallel one (conftest.py). The
+values are every Opaque Secret's created during the run's two phases (the
+jobs' S3 credentials, any test's own Secret) and the local S3 server's
+secret key. The
 places are what evidence.py kept (every container log, event and job status
 the API server showed), the cluster's own logs and the operators' logs under
 `.cluster/logs/`, the logs of pods still running under `.cluster/pods/`, and
@@ -33,7 +35,8 @@ from localcluster.testing import Cluster
 def test_no_secret_value_in_logs_events_or_status(
     cluster: Cluster, evidence: EvidenceKeeper
 ) -> None:
-    values = registered_secret_values() | {cluster.s3_env["AWS_SECRET_ACCESS_KEY"]}
+    values = registered_secret_values() | evidence.kept_secret_values()
+    values.add(cluster.s3_env["AWS_SECRET_ACCESS_KEY"])
     wanted = needles(values)
     assert wanted, "no secret value long enough to look for"
     state = evidence.pods.parent
