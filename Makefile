@@ -65,8 +65,9 @@ cluster-build: ## Build the control plane, etcd and the S3 server (cached per ve
 cluster-up: venv ## Start the local cluster (builds what is missing); idempotent
 	$(PY) -m localcluster up
 
-cluster-down: ## Stop the local cluster and remove its state
+cluster-down: ## Stop the local cluster (and the e2e serial phase's, if left up) and remove its state
 	@if [ -x $(PY) ]; then $(PY) -m localcluster down; else echo "no .venv: nothing to stop"; fi
+	@if [ -x $(PY) ] && [ -d .cluster-serial ]; then KUBETUNE_STATE_DIR=$(CURDIR)/.cluster-serial KUBETUNE_PORT_OFFSET=2000 $(PY) -m localcluster down; fi
 
 kueue-up: venv cluster-up ## Start the real Kueue (v0.17.0) on the local cluster (builds it once, ~4 min); idempotent
 	$(PY) -m localcluster kueue up

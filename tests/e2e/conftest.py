@@ -2,15 +2,16 @@
 up and healthy, else started with `python -m localcluster up`), a fresh
 namespace per test, kubectl and official-client helpers, and the S3 settings.
 
-Every test under tests/e2e is marked `e2e`. The suite runs in two phases
-(`make e2e`): in parallel (pytest-xdist, `-m "not serial"`), each worker
-with namespaces and operators of its own, then, one at a time, the tests
-marked `serial` here: those that disturb the whole cluster (restarting the
-control plane, losing a node, stopping S3, replacing the CRDs, a second
-cluster beside) and the secret-leak scan of the whole run. Modules whose
-pods hold GPUs share one xdist group, run one test after the other in one
-worker: the cluster has three GPUs, and their tests count on finding them
-free.
+Every test under tests/e2e is marked `e2e`. `make e2e` (hack/e2e.sh) runs
+two phases side by side: in parallel (pytest-xdist, `-m "not serial"`) on the
+repo's cluster, each worker with namespaces and operators of its own, and,
+one at a time on a second cluster of their own, the tests marked `serial`
+here: those that disturb a whole cluster (restarting the control plane,
+losing a node, stopping S3, replacing the CRDs, a third cluster beside).
+The secret-leak scan ends the serial phase, and runs again over the repo's
+cluster after both. Modules whose pods hold GPUs share one xdist group, run
+one test after the other in one worker: the cluster has three GPUs, and
+their tests count on finding them free.
 """
 
 # The typed client takes models and marks every field Optional; these tests pass
@@ -51,7 +52,7 @@ SERIAL_MODULES = frozenset(
         "test_chaos_s3",  # stops the S3 server
         "test_chart_upgrade",  # applies the previous release's CRDs
         "test_cluster_up",  # a second cluster beside this one
-        "test_zz_secret_leaks",  # scans every log of the run: last
+        "test_zz_secret_leaks",  # scans every log of the cluster's run: last
     }
 )
 # Modules whose pods hold GPUs: one after the other, in one worker.
@@ -69,6 +70,9 @@ GPU_MODULES = frozenset(
 GROUPED_MODULES = frozenset({"test_operator_scale"})
 
 
+# tryfirst: xdist (registered after this conftest is loaded) reads the groups
+# in its own pytest_collection_modifyitems, which must come after this one.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:

@@ -25,10 +25,13 @@ import yaml
 
 from kubetune.storage import open_storage
 from kubetune.storage.runfolder import RunStore
+from localcluster.config import Layout
 from localcluster.testing import Cluster, read_env_file
 
 REPO = Path(__file__).resolve().parents[2]
-LOGS = REPO / ".cluster" / "logs"
+# The cluster the tests run on: .cluster, or KUBETUNE_STATE_DIR's.
+STATE = Layout.discover().state
+LOGS = STATE / "logs"
 # Figures the tests measure (latencies, timings), printed in pytest's summary:
 # a file per process, since the parallel phase's workers measure them.
 FIGURES = LOGS / "e2e-figures"
@@ -94,15 +97,15 @@ def served_by_test_operator(namespace: str) -> bool:
 
 def cluster_env() -> dict[str, str]:
     """The variables `.cluster/env` exports (S3 endpoint and credentials, KUBECONFIG)."""
-    return read_env_file(REPO / ".cluster" / "env")
+    return read_env_file(STATE / "env")
 
 
 def kubectl(
     *args: str, check: bool = True, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, KUBECONFIG=str(REPO / ".cluster" / "kubeconfig"))
+    env = dict(os.environ, KUBECONFIG=str(STATE / "kubeconfig"))
     proc = subprocess.run(
-        [str(REPO / ".cluster" / "bin" / "kubectl"), *args],
+        [str(STATE / "bin" / "kubectl"), *args],
         capture_output=True,
         text=True,
         env=env,
@@ -145,7 +148,7 @@ class OperatorProcess:
         self.starts = 0
 
     def start(self) -> None:
-        env = dict(os.environ, KUBECONFIG=str(REPO / ".cluster" / "kubeconfig"))
+        env = dict(os.environ, KUBECONFIG=str(STATE / "kubeconfig"))
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
             env.pop(key, None)  # the operator must use each job's own Secret
         log = self.log_path.open("ab")
@@ -202,7 +205,7 @@ def crd_installed(cluster: Any) -> None:
 def stop_demo_operator() -> None:
     """`make demo` leaves an operator running for all namespaces; two operators
     would both act on the tests' jobs, so the tests stop it first."""
-    pid_file = REPO / ".cluster" / "operator.pid"
+    pid_file = STATE / "operator.pid"
     if not pid_file.exists():
         return
     try:

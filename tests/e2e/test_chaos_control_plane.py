@@ -27,6 +27,9 @@ DOWN_S = 5.0
 def test_control_plane_restart_keeps_jobs_right(
     cluster: Cluster, job_ns: str, operator: OperatorProcess, s3: Any, component: str
 ) -> None:
+    """60-90 s each, and must: two rounds of the component down and back with
+    three jobs running, one of them suspended and resumed across the second
+    fault, all three then run to iteration 250."""
     lay = Layout.discover()
     tally = Tally(f"{component} restarted")
     watcher = WorkerPodWatch(cluster.api, job_ns)

@@ -67,6 +67,9 @@ def _ready(name: str) -> str | None:
 def test_node_lost_mid_run_is_a_preemption(
     cluster: Cluster, job_ns: str, operator: OperatorProcess, s3: Any, lost_node: LoseableNode
 ) -> None:
+    """About 90 s, and must: a lost node is seen only after the node monitor's
+    grace period (24 s) and the pod's toleration (10 s), then the job resumes
+    elsewhere from its checkpoint and runs to iteration 150."""
     tally = Tally("node lost")
     watcher = WorkerPodWatch(cluster.api, job_ns)
     watcher.start()

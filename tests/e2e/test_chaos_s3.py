@@ -31,6 +31,8 @@ LAST = 150
 def test_s3_away_for_a_minute_loses_nothing(
     cluster: Cluster, job_ns: str, operator: OperatorProcess, s3: Any
 ) -> None:
+    """About 90 s, and must: the fault is S3 gone for a whole minute (the
+    outage the workers must ride out), then the jobs finish from it."""
     lay = Layout.discover()
     tally = Tally("S3 unavailable 60 s")
     watcher = WorkerPodWatch(cluster.api, job_ns)

@@ -93,6 +93,9 @@ def _uploading(store: RunStore) -> list[str]:
 def test_worker_sigkilled_mid_upload_resumes_from_complete_checkpoints(
     cluster: Cluster, job_ns: str, operator: OperatorProcess, s3: Any
 ) -> None:
+    """About 90 s, and must: four SIGKILLs, each timed to fall inside a 16 MiB
+    upload of 32 shards, and after each a new pod that downloads the last
+    complete checkpoint and goes on; the run reaches iteration 150."""
     rng = random.Random(20261130)
     lay = Layout.discover()
     tally = Tally("worker SIGKILLed mid-upload")

@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 import yaml
+from operator_fixtures import STATE
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kubetune"
 GOLDEN = Path(__file__).parent / "golden" / "chart-default.yaml"
-HELM = Path(os.environ.get("HELM") or REPO / ".cluster" / "bin" / "helm")
+HELM = Path(os.environ.get("HELM") or STATE / "bin" / "helm")
 RELEASE, RELEASE_NS = "kubetune", "kubetune-system"
 
 

@@ -29,6 +29,7 @@ from operator_fixtures import (
     BUCKET,
     REPO,
     SECRET,
+    STATE,
     cluster_env,
     get_job,
     kubectl,
@@ -47,7 +48,7 @@ def cli_env() -> dict[str, str]:
     terminal's own width is read)."""
     env = cluster_env()
     out = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    out["KUBECONFIG"] = str(REPO / ".cluster" / "kubeconfig")
+    out["KUBECONFIG"] = str(STATE / "kubeconfig")
     for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         out[key] = env[key]
     out["AWS_DEFAULT_REGION"] = env.get("AWS_DEFAULT_REGION", "us-east-1")

@@ -23,7 +23,7 @@ import cloudpickle
 import pytest
 from operator_fixtures import (
     BUCKET,
-    REPO,
+    STATE,
     apply,
     cluster_env,
     condition,
@@ -91,7 +91,7 @@ print(json.dumps({
 
 
 def handle(name: str, namespace: str) -> Job:
-    kube = Kube.connect(str(REPO / ".cluster" / "kubeconfig"))
+    kube = Kube.connect(str(STATE / "kubeconfig"))
     return Job(name, namespace, kube=kube, endpoint_url=cluster_env()["AWS_ENDPOINT_URL"])
 
 
@@ -99,7 +99,7 @@ def s3_env() -> dict[str, str]:
     env = cluster_env()
     return {
         **os.environ,
-        "KUBECONFIG": str(REPO / ".cluster" / "kubeconfig"),
+        "KUBECONFIG": str(STATE / "kubeconfig"),
         **{k: env[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
         "AWS_DEFAULT_REGION": env.get("AWS_DEFAULT_REGION", "us-east-1"),
     }

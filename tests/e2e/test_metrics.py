@@ -64,7 +64,7 @@ def test_metrics_follow_jobs_through_their_lives(job_ns: str) -> None:
         ns,
         job_manifest(
             "life",
-            config={"sleep": 0.1},
+            config={"sleep": 0.2},
             stop={"training_iteration": 60},
             checkpoint={"frequency": 5},
         ),
@@ -88,31 +88,15 @@ def test_metrics_follow_jobs_through_their_lives(job_ns: str) -> None:
     assert value(running, "kubetune_jobs_watched") >= 1
     assert ("kubetune_workqueue_depth", ()) in running
 
-    # Crashes at iteration 3 on every attempt: one restart, then Failed.
-    apply(
-        ns,
-        job_manifest(
-            "crashy", config={"sleep": 0.05, "crash_at": 3}, stop={"training_iteration": 50},
-            maxFailures=1,
-        ),
-    )  # fmt: skip
-
-    # The crashing job: two failures (maxFailures=1), one restart, Failed.
-    wait_for(ns, "crashy", phase_is("Failed"), timeout=120, what="Failed")
-    # A preemption: the worker pod deleted from outside.
+    # A preemption: the worker pod deleted from outside. It comes first, and
+    # the crashing job below runs while life is suspended: life's run (60
+    # steps) must outlast only this and the suspend, however loaded the machine.
     pod = get_job(ns, "life")["status"]["workerPod"]
     kubectl("-n", ns, "delete", "pod", pod, "--wait=false")
     wait_for(
         ns, "life", lambda j: (j.get("status") or {}).get("preemptions") == 1, what="preemption"
     )
     wait_for(ns, "life", lambda j: phase_is("Running")(j) and j["status"]["workerPod"] != pod)
-    hurt = scrape()
-    assert value(hurt, "kubetune_job_failures_total", namespace=ns) == 2
-    assert value(hurt, transitions, namespace=ns, phase="Failed") == 1
-    assert value(hurt, "kubetune_jobs", namespace=ns, phase="Failed") == 1
-    assert value(hurt, "kubetune_job_preemptions_total", namespace=ns) == 1
-    # crashy's second attempt, and life's after the preemption.
-    assert value(hurt, "kubetune_job_restarts_total", namespace=ns) == 2
 
     # Suspended: a checkpoint first, then the gauge moves from Running.
     set_suspend(ns, "life", True)
@@ -123,6 +107,24 @@ def test_metrics_follow_jobs_through_their_lives(job_ns: str) -> None:
     for phase in ("Suspending", "Suspended"):
         assert value(suspended, transitions, namespace=ns, phase=phase) == 1, phase
     assert value(suspended, "kubetune_checkpoints_total", namespace=ns) > first_ckpts
+    assert value(suspended, "kubetune_job_preemptions_total", namespace=ns) == 1
+
+    # Crashes at iteration 3 on every attempt: one restart, then Failed.
+    apply(
+        ns,
+        job_manifest(
+            "crashy", config={"sleep": 0.05, "crash_at": 3}, stop={"training_iteration": 50},
+            maxFailures=1,
+        ),
+    )  # fmt: skip
+    wait_for(ns, "crashy", phase_is("Failed"), timeout=120, what="Failed")
+    hurt = scrape()
+    assert value(hurt, "kubetune_job_failures_total", namespace=ns) == 2
+    assert value(hurt, transitions, namespace=ns, phase="Failed") == 1
+    assert value(hurt, "kubetune_jobs", namespace=ns, phase="Failed") == 1
+    assert value(hurt, "kubetune_job_preemptions_total", namespace=ns) == 1
+    # life's after the preemption, and crashy's second attempt.
+    assert value(hurt, "kubetune_job_restarts_total", namespace=ns) == 2
 
     # Resumed and completed.
     set_suspend(ns, "life", False)

@@ -22,6 +22,7 @@ from operator_fixtures import (
     PROGRESS_PORT,
     REPO,
     SECRET,
+    STATE,
     OperatorProcess,
     cluster_env,
     kubectl,
@@ -112,7 +113,7 @@ class PodWatch:
     would be a second pod while the first is still there)."""
 
     def __init__(self, namespace: str) -> None:
-        config.load_kube_config(str(REPO / ".cluster" / "kubeconfig"))
+        config.load_kube_config(str(STATE / "kubeconfig"))
         self.core = client.CoreV1Api()
         self.namespace = namespace
         self.live: dict[str, set[str]] = {}
@@ -202,6 +203,8 @@ def test_300_jobs_created_at_once_all_complete(job_ns: str, players: Any) -> Non
 def test_operator_sigkilled_twice_mid_flight(
     job_ns: str, players: Any, operator: OperatorProcess
 ) -> None:
+    """About 70 s, and must: 200 jobs of ~20 s each, the operator SIGKILLed at
+    8 s and 18 s, and every job then run to Succeeded with no duplicate pod."""
     count, iterations = 200, 40  # each worker plays ~20 s
     watcher = PodWatch(job_ns)
     t0 = time.monotonic()

@@ -230,6 +230,9 @@ def test_suspended_sweep_resumes_to_the_same_best(
 def test_operator_killed_three_times_during_an_asha_sweep(
     job_ns: str, cluster: Cluster, s3: Any, operator: OperatorProcess
 ) -> None:
+    """About 70 s, and must: a whole 16-trial ASHA sweep (at most four pods at
+    once) runs to Succeeded through three operator SIGKILLs 4 s apart, so
+    that every rung is decided by a restarted operator."""
     from kubetune_operator.sweeps.algorithms.asha import Asha
 
     manifest = sweep_manifest("killed", paramSpace={"quality": {"uniform": [0, 1]}, "sleep": 0.2})
