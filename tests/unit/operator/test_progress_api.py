@@ -113,7 +113,14 @@ def test_a_report_of_the_pods_own_job_is_accepted(world: World) -> None:
         ("tok-a", orjson.dumps({"run_id": "job-a", "iteration": 1}), 400, "malformed"),
         ("tok-a", b"x" * (MAX_BODY + 1), 413, "too_large"),
     ],
-)
+    # Named, not derived from the bodies: a body carries the time it was made,
+    # and each xdist worker must collect the same test IDs.
+    ids=[
+        "no-token", "forged-token", "wrong-audience", "not-a-worker", "forged-pod",
+        "other-run", "not-json", "not-an-object", "bad-iteration", "bad-checkpoint",
+        "incomplete", "too-large",
+    ],
+)  # fmt: skip
 def test_bad_reports_are_refused_and_never_reach_status(
     world: World, token: str | None, body: bytes, code: int, reason: str
 ) -> None:
