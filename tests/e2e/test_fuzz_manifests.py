@@ -345,6 +345,8 @@ def condition(status: dict[str, Any], ctype: str) -> dict[str, Any]:
 def test_generated_manifests_are_refused_or_run_and_the_operator_holds(
     cluster: Cluster, job_ns: str, operator: OperatorProcess
 ) -> None:
+    """50-90 s, and must: 200 generated manifests, each applied, and every one
+    that is accepted followed until its status settles (35 run to Succeeded)."""
     print(f"fuzz: {EXAMPLES} cases, seed {SEED} (KUBETUNE_FUZZ_EXAMPLES, KUBETUNE_FUZZ_SEED)")
     assert operator.proc is not None
     op = psutil.Process(operator.proc.pid)

@@ -181,6 +181,8 @@ def iterations_of(s3: Any, uri: str, ns: str, trial: str) -> list[int]:
 def test_suspended_sweep_resumes_to_the_same_best(
     job_ns: str, cluster: Cluster, s3: Any, operator: OperatorProcess
 ) -> None:
+    """About 50-70 s, and must: a whole 16-trial sweep, suspended mid-way,
+    resumed and run to the end, to compare its best with the uninterrupted one."""
     manifest = sweep_manifest("pausable", paramSpace={"quality": {"uniform": [0, 1]}, "sleep": 0.2})
     kubectl("-n", job_ns, "apply", "-f", "-", input=yaml.safe_dump(manifest))
     deadline = time.monotonic() + 60
@@ -365,6 +367,8 @@ def test_bad_sweeps_say_why_and_do_not_hang(
 def test_example_sweeps_run_and_kubectl_shows_progress(
     job_ns: str, cluster: Cluster, operator: OperatorProcess, example: str
 ) -> None:
+    """30-65 s each, and must: each example sweep of examples/sweeps runs as
+    written (16 ASHA trials, a PBT population) to Succeeded."""
     from operator_fixtures import REPO
 
     manifest = yaml.safe_load((REPO / "examples" / "sweep" / example).read_text())
