@@ -41,7 +41,7 @@ unit: venv ## Fast unit tests (no cluster)
 E2E_WORKERS ?= 3
 export E2E_WORKERS
 
-e2e: venv cluster-up ## End-to-end tests on the real local cluster: a parallel phase, then the serial one
+e2e: venv cluster-up ## End-to-end tests on the real local cluster: a parallel phase, and beside it the serial one on a second cluster (hack/e2e.sh)
 	bash hack/e2e.sh
 
 test: ## Everything CI runs: lint, unit tests, the cluster and the end-to-end tests, the image and its tests (hack/test.sh)
