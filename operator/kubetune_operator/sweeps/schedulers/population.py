@@ -57,6 +57,15 @@ class PbtScheduler(Scheduler):
             )
         for index in range(self.total):
             self.pbt.register(member_id(index), self.config(index))
+        # The trials' stop criterion: as in Ray, a result that meets it ends the
+        # trial before the scheduler sees it, so it never makes an exploit (a
+        # generation that would start where its donor already stopped).
+        template = (spec.get("jobTemplate") or {}).get("spec") or {}
+        self.stop = {
+            key: float(bound)
+            for key, bound in (template.get("stop") or {}).items()
+            if isinstance(bound, int | float) and not isinstance(bound, bool)
+        }
         self._last: dict[str, float] = {}  # member -> time of its last perturbation
         self._checkpoints: dict[str, list[dict[str, Any]]] = {}
         self.donors: dict[str, Trial] = {}  # member -> its newest generation
@@ -89,6 +98,8 @@ class PbtScheduler(Scheduler):
             time = row.get(self.time_attr)
             if not isinstance(time, int | float) or not self._ready(trial, float(time)):
                 continue
+            if self._meets_stop(row):
+                continue
             try:
                 exploit = self._feed(trial, row)
             except MissingMetric as exc:
@@ -111,6 +122,12 @@ class PbtScheduler(Scheduler):
             why = f"pbt: replaced by a copy of {extra['donor']} with an explored config"
             return [seq, time, value, extra], why
         return None
+
+    def _meets_stop(self, row: dict[str, Any]) -> bool:
+        return any(
+            isinstance(row.get(key), int | float) and row[key] >= bound
+            for key, bound in self.stop.items()
+        )
 
     def pending_exploit(self, trial: Trial) -> dict[str, Any] | None:
         """The exploit recorded on a member's newest generation, whose next

@@ -181,6 +181,35 @@ def test_pbt_exploit_names_the_donors_checkpoint_at_the_perturbation_point():
     assert made[1].startswith("pbt:")
 
 
+def test_pbt_never_exploits_with_a_result_that_meets_the_stop_criterion():
+    """As in Ray, the result that ends a member is not the scheduler's: an
+    exploit there would start a generation where its donor already stopped."""
+    spec = json.loads(json.dumps(SWEEP["spec"]))
+    spec["jobTemplate"]["spec"]["stop"] = {"training_iteration": 8}
+    spec.update(
+        paramSpace={"q": {"uniform": [0, 1]}},
+        numSamples=4,
+        maxConcurrent=4,
+        scheduler={
+            "type": "pbt",
+            "pbt": {"perturbationInterval": 4, "hyperparamMutations": {"q": {"uniform": [0, 1]}}},
+        },
+    )
+    sched = make_scheduler(spec)
+    ckpts = [{"path": f"s3://b/p/ns/s/checkpoint_00000{n}", "iteration": n} for n in (4, 8)]
+    trials = {
+        i: Trial(**{**trial(i, iteration=8).__dict__, "checkpoints": ckpts}) for i in range(4)
+    }
+    sched.set_members(trials)
+    for i, value in ((1, 7.0), (2, 8.0), (3, 9.0)):
+        sched.decide(trials[i], [{"training_iteration": 4, "score": value}], i)
+    # The weakest member's last result: at the perturbation point, and its end.
+    assert sched.decide(trials[0], [{"training_iteration": 8, "score": 1.0}], 4) is None
+    # Below the stop, the same member is exploited (the check above can fail).
+    made = sched.decide(trials[0], [{"training_iteration": 4, "score": 1.0}], 5)
+    assert made is not None and made[0][3] is not None, made
+
+
 SHA = "ab" * 32
 
 
