@@ -149,8 +149,9 @@ def test_asha_decides_once_per_rung_and_replays_the_same():
     assert weak is not None and weak[1].startswith("asha: score=0.5")
 
 
-def test_pbt_exploit_names_the_donors_checkpoint_at_the_perturbation_point():
-    spec = json.loads(json.dumps(SWEEP["spec"]))
+def pbt_spec() -> dict[str, Any]:
+    """The test sweep as a PBT population of four, perturbed every 4 iterations."""
+    spec: dict[str, Any] = json.loads(json.dumps(SWEEP["spec"]))
     spec.update(
         paramSpace={"q": {"uniform": [0, 1]}},
         numSamples=4,
@@ -160,7 +161,11 @@ def test_pbt_exploit_names_the_donors_checkpoint_at_the_perturbation_point():
             "pbt": {"perturbationInterval": 4, "hyperparamMutations": {"q": {"uniform": [0, 1]}}},
         },
     )
-    sched = make_scheduler(spec)
+    return spec
+
+
+def test_pbt_exploit_names_the_donors_checkpoint_at_the_perturbation_point():
+    sched = make_scheduler(pbt_spec())
 
     def with_ckpts(i: int) -> Trial:
         t = trial(i, iteration=4)
@@ -184,17 +189,8 @@ def test_pbt_exploit_names_the_donors_checkpoint_at_the_perturbation_point():
 def test_pbt_never_exploits_with_a_result_that_meets_the_stop_criterion():
     """As in Ray, the result that ends a member is not the scheduler's: an
     exploit there would start a generation where its donor already stopped."""
-    spec = json.loads(json.dumps(SWEEP["spec"]))
+    spec = pbt_spec()
     spec["jobTemplate"]["spec"]["stop"] = {"training_iteration": 8}
-    spec.update(
-        paramSpace={"q": {"uniform": [0, 1]}},
-        numSamples=4,
-        maxConcurrent=4,
-        scheduler={
-            "type": "pbt",
-            "pbt": {"perturbationInterval": 4, "hyperparamMutations": {"q": {"uniform": [0, 1]}}},
-        },
-    )
     sched = make_scheduler(spec)
     ckpts = [{"path": f"s3://b/p/ns/s/checkpoint_00000{n}", "iteration": n} for n in (4, 8)]
     trials = {
